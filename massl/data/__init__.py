@@ -1,0 +1,1 @@
+"""Datasets: discovery, validation, preprocessing, the synthetic benchmark, splits and sampling."""
