@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), default=None,
                    help="volume grid (z y x); default: the demo grid")
     p.add_argument("--preview", default=None, help="also write example slices with masks to this PNG")
-    p.set_defaults(run=_handler("massl.data.synthetic:cli_synth"))
+    p.set_defaults(handler=_handler("massl.data.synthetic:cli_synth"))
 
     p = sub.add_parser("check-data", help="validate a dataset folder and report every problem found")
     p.add_argument("format", choices=FORMATS)
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-cases", type=int, default=None, help="fail if fewer cases are found")
     p.add_argument("--channel", default=None, help="nnU-Net: input channel name in dataset.json (e.g. FLAIR)")
     p.add_argument("--include-lgg", action="store_true", help="BraTS: also use the LGG cases")
-    p.set_defaults(run=_handler("massl.data.validate:cli_check_data"))
+    p.set_defaults(handler=_handler("massl.data.validate:cli_check_data"))
 
     p = sub.add_parser("preprocess", help="validate, preprocess and cache a dataset as arrays")
     p.add_argument("format", choices=FORMATS)
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", default=None, help="nnU-Net: input channel name")
     p.add_argument("--include-lgg", action="store_true", help="BraTS: also use the LGG cases")
     p.add_argument("--min-cases", type=int, default=None, help="fail if fewer cases are found")
-    p.set_defaults(run=_handler("massl.data.preprocess:cli_preprocess"))
+    p.set_defaults(handler=_handler("massl.data.preprocess:cli_preprocess"))
 
     p = sub.add_parser("split", help="write one Monte Carlo split (labeled pool / validation / test)")
     p.add_argument("--cases", required=True, help="cases.tsv from `massl preprocess`")
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rep", type=int, required=True, help="repetition (also the shuffle seed)")
     p.add_argument("--out", required=True, help="split JSON to write")
     p.add_argument("--config", default=None, help="resolved config with datasets.<key>.split sizes")
-    p.set_defaults(run=_handler("massl.data.splits:cli_split"))
+    p.set_defaults(handler=_handler("massl.data.splits:cli_split"))
 
     p = sub.add_parser("train", help="train one (dataset, setting, method, repetition), then test the best checkpoint")
     p.add_argument("--config", required=True, help="resolved config (results/config.json)")
@@ -76,14 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--autoencoder", default=None, help="autoencoder run folder (pretraining methods)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.set_defaults(run=_handler("massl.training.run:cli_train"))
+    p.set_defaults(handler=_handler("massl.training.run:cli_train"))
 
     p = sub.add_parser("evaluate", help="re-score a finished run on its test cases")
     p.add_argument("--run", required=True, help="run folder with model.pt")
     p.add_argument("--config", required=True)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto")
-    p.set_defaults(run=_handler("massl.training.run:cli_evaluate"))
+    p.set_defaults(handler=_handler("massl.training.run:cli_evaluate"))
 
     p = sub.add_parser("probe", help="linear-regression probe of the encoder levels (Table 3)")
     p.add_argument("--config", required=True)
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="TSV: level draw r2 n_voxels")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto")
-    p.set_defaults(run=_handler("massl.probe:cli_probe"))
+    p.set_defaults(handler=_handler("massl.probe:cli_probe"))
 
     p = sub.add_parser("predict", help="segment NIfTI scans with a trained model; masks in the original space")
     p.add_argument("--model", required=True, help="model.pt of a run")
@@ -101,13 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preprocessing to apply (default: the one the model was trained with)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto")
-    p.set_defaults(run=_handler("massl.predict:cli_predict"))
+    p.set_defaults(handler=_handler("massl.predict:cli_predict"))
 
     p = sub.add_parser("bench", help="measure training/inference speed against this machine's ceiling")
     p.add_argument("--quick", action="store_true", help="fewer repeats, demo scale only where slow")
     p.add_argument("--out", default=None, help="also write the figures as JSON")
     p.add_argument("--device", default="auto")
-    p.set_defaults(run=_handler("massl.bench:cli_bench"))
+    p.set_defaults(handler=_handler("massl.bench:cli_bench"))
     return parser
 
 
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        return int(args.run(args))
+        return int(args.handler(args))
     except MasslError as exc:
         print(f"massl {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -31,6 +31,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from exc
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs should look like any other file
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
@@ -39,6 +40,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

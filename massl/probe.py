@@ -1,0 +1,265 @@
+"""Linear-regression probe of the encoder levels (SPEC section 7, the paper's Table 3).
+
+Each voxel of a level's last-layer feature maps is one sample, its regressors the feature
+channels, its target the ground truth average-pooled to that level's grid. R^2 is measured
+on the voxels the regression was fitted on, as the paper reports it (an in-sample measure of
+linear separability, not a held-out prediction score).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LinearRegression
+
+from massl.config import load_config
+from massl.data.store import CaseStore
+from massl.errors import ConfigError, DataError
+from massl.inference import pick_device
+from massl.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+PROBE_DEFAULTS = {"n_images": 5, "n_draws": 5, "max_voxels": 200_000, "seed": 0}
+# Keys of the `probe` section that choose which runs the workflow probes, not how.
+RUN_SELECTION_KEYS = ("dataset", "setting", "methods")
+TSV_COLUMNS = ("level", "draw", "r2", "n_voxels")
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@torch.no_grad()
+def encoder_features(model, volume: np.ndarray, device="cpu", slice_batch: int = 16) -> list[np.ndarray]:
+    """Last-layer features of every encoder level for a whole (z, y, x) volume.
+
+    The volume is zero-padded to a multiple of the network's size multiple and each level is
+    cropped back to ceil(size / 2**level). 3D models return (C_l, z_l, y_l, x_l); 2D models run
+    `slice_batch` slices at a time and return (C_l, z, y_l, x_l).
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim != 3:
+        raise ValueError(f"volume must be (z, y, x), got shape {volume.shape}")
+    device = torch.device(device)
+    pooled_axes = (0, 1, 2) if model.spatial_dims == 3 else (1, 2)
+    padded_shape = tuple(
+        _ceil_div(s, model.size_multiple) * model.size_multiple if axis in pooled_axes else s
+        for axis, s in enumerate(volume.shape)
+    )
+    padded = np.zeros(padded_shape, np.float32)
+    padded[tuple(slice(0, s) for s in volume.shape)] = volume
+
+    if model.spatial_dims == 3:
+        levels = [f[0].float().cpu().numpy() for f in model.encode(torch.from_numpy(padded)[None, None].to(device))]
+    else:
+        chunks = []
+        for z in range(0, padded_shape[0], slice_batch):
+            x = torch.from_numpy(padded[z:z + slice_batch]).unsqueeze(1).to(device)
+            chunks.append([f.float().cpu().numpy() for f in model.encode(x)])
+        # (z, C, y, x) per level -> (C, z, y, x)
+        levels = [np.concatenate(per_level).transpose(1, 0, 2, 3) for per_level in zip(*chunks)]
+
+    cropped = []
+    for level, feats in enumerate(levels):
+        factor = 2**level
+        box = tuple(
+            slice(0, _ceil_div(s, factor) if axis in pooled_axes else s) for axis, s in enumerate(volume.shape)
+        )
+        cropped.append(np.ascontiguousarray(feats[(slice(None), *box)]))
+    return cropped
+
+
+def _pool_factor(size: int, pooled: int) -> int:
+    """The power of two f with ceil(size / f) == pooled (the smallest one when pooled == 1)."""
+    factor = 1
+    while _ceil_div(size, factor) > pooled:
+        factor *= 2
+    if _ceil_div(size, factor) != pooled:
+        raise ValueError(f"an axis of {size} voxels cannot be pooled by a power of two to {pooled}")
+    return factor
+
+
+def pooled_target(label: np.ndarray, shape) -> np.ndarray:
+    """Foreground fraction of each cell of a level's grid `shape` (label 1 = foreground; 0 and
+    the ignore label 2 = background).
+
+    The pooling factor per axis is the power of two that maps the label grid onto `shape`
+    (1 on a 2D model's z axis). Border cells that reach into the encoder's zero padding average
+    over their real voxels only.
+    """
+    label = np.asarray(label)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != label.ndim:
+        raise ValueError(f"label of shape {label.shape} cannot pool to {shape}")
+    factors = [_pool_factor(s, p) for s, p in zip(label.shape, shape)]
+    pad = [(0, p * f - s) for s, p, f in zip(label.shape, shape, factors)]
+    blocks = [n for p, f in zip(shape, factors) for n in (p, f)]  # (p0, f0, p1, f1, ...)
+    block_axes = tuple(range(1, 2 * len(shape), 2))
+    foreground = np.pad((label == 1).astype(np.float64), pad).reshape(blocks).sum(axis=block_axes)
+    real = np.pad(np.ones(label.shape), pad).reshape(blocks).sum(axis=block_axes)
+    return (foreground / real).astype(np.float32)
+
+
+def probe_r2(features: list[np.ndarray], targets: list[np.ndarray], max_voxels: int = 200_000, seed: int = 0) -> float:
+    """R^2 of a linear regression from the voxels' feature vectors to their targets.
+
+    `features[i]` is (C, *grid) and `targets[i]` is (*grid) for image i; the voxels of all
+    images are pooled. Above `max_voxels` a uniform random subset (rng `seed`) is fitted.
+    R^2 is scored on the fitted voxels, as in the paper. NaN when the target is constant
+    (R^2 is undefined).
+    """
+    if len(features) != len(targets) or not features:
+        raise ValueError(f"need one target per feature array, got {len(features)} and {len(targets)}")
+    for feats, target in zip(features, targets):
+        if feats.shape[1:] != target.shape:
+            raise ValueError(f"features of shape {feats.shape} do not match target of shape {target.shape}")
+    offsets = np.cumsum([0] + [t.size for t in targets])
+    n_total = int(offsets[-1])
+    if n_total > max_voxels:
+        chosen = np.sort(np.random.default_rng(seed).choice(n_total, size=max_voxels, replace=False))
+    else:
+        chosen = np.arange(n_total)
+    x_parts, y_parts = [], []
+    for i, (feats, target) in enumerate(zip(features, targets)):
+        idx = chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])] - offsets[i]
+        x_parts.append(feats.reshape(feats.shape[0], -1)[:, idx].T)
+        y_parts.append(target.reshape(-1)[idx])
+    x = np.concatenate(x_parts).astype(np.float64)
+    y = np.concatenate(y_parts).astype(np.float64)
+    if np.ptp(y) == 0:
+        return float("nan")
+    return float(LinearRegression().fit(x, y).score(x, y))
+
+
+def draw_cases(test_cases, n_images: int, draw: int, seed: int = 0) -> list[str]:
+    """The images of one draw: `n_images` of the sorted test cases, chosen with rng(seed + draw),
+    so every model of a repetition is probed on the same images."""
+    cases = sorted(test_cases)
+    picked = np.random.default_rng(seed + draw).choice(len(cases), size=min(n_images, len(cases)), replace=False)
+    return [cases[i] for i in sorted(picked)]
+
+
+def run_probe(
+    model,
+    store: CaseStore,
+    test_cases,
+    n_images: int = 5,
+    n_draws: int = 5,
+    seed: int = 0,
+    device="cpu",
+    max_voxels: int = PROBE_DEFAULTS["max_voxels"],
+) -> list[dict]:
+    """Probe every encoder level on `n_draws` random draws of `n_images` test cases.
+
+    Returns rows {"level" (1 = shallowest), "draw" (0-based), "r2", "n_voxels" (fitted)}.
+    """
+    if n_images > len(test_cases):
+        log.warning("probe: %d images requested, only %d test cases; using all", n_images, len(test_cases))
+    rows, started = [], time.monotonic()
+    for draw in range(n_draws):
+        cases = draw_cases(test_cases, n_images, draw, seed)
+        per_level_feats: list[list[np.ndarray]] = []
+        per_level_targets: list[list[np.ndarray]] = []
+        for case in cases:
+            feats = encoder_features(model, store.image(case), device)
+            if not per_level_feats:
+                per_level_feats = [[] for _ in feats]
+                per_level_targets = [[] for _ in feats]
+            label = store.label(case)
+            for level, f in enumerate(feats):
+                per_level_feats[level].append(f)
+                per_level_targets[level].append(pooled_target(label, f.shape[1:]))
+        for level, (feats, targets) in enumerate(zip(per_level_feats, per_level_targets), start=1):
+            n_voxels = min(sum(t.size for t in targets), max_voxels)
+            r2 = probe_r2(feats, targets, max_voxels=max_voxels, seed=seed + draw)
+            rows.append({"level": level, "draw": draw, "r2": r2, "n_voxels": n_voxels})
+        elapsed = time.monotonic() - started
+        log.info(
+            "probe draw %d/%d (%s): %.0f s, ETA %.0f s",
+            draw + 1, n_draws, ", ".join(cases), elapsed, elapsed / (draw + 1) * (n_draws - draw - 1),
+        )
+    return rows
+
+
+def probe_options(section: dict | None) -> dict:
+    """The config's `probe` section with defaults filled in and values checked."""
+    options = dict(PROBE_DEFAULTS)
+    section = {k: v for k, v in (section or {}).items() if k not in RUN_SELECTION_KEYS}
+    unknown = sorted(set(section) - set(PROBE_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown key(s) in 'probe': {', '.join(unknown)}; allowed: {', '.join(PROBE_DEFAULTS)}")
+    options.update(section)
+    for key, value in options.items():
+        minimum = 0 if key == "seed" else 1
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"probe.{key} must be an integer >= {minimum}, got {value!r}")
+    return options
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read JSON ({exc})") from exc
+
+
+def _data_paths(run: Path, meta: dict, dataset: str, rep: int) -> tuple[Path, Path]:
+    """Split file and preprocessed folder of a run: from the checkpoint's `paths` when recorded,
+    else from the results tree `results/runs/<dataset>/<setting>/<method>/rep<r>`."""
+    paths = meta.get("paths") or {}
+    if "split" in paths and "preprocessed" in paths:
+        return Path(paths["split"]), Path(paths["preprocessed"])
+    if len(run.parts) < 5 or run.parents[3].name != "runs":
+        raise DataError(
+            f"{run}: cannot locate the split and preprocessed data; expected a run folder "
+            "results/runs/<dataset>/<setting>/<method>/rep<r> or paths recorded in model.pt"
+        )
+    results = run.parents[4]
+    return results / "splits" / dataset / f"rep{rep}.json", results / "preprocessed" / dataset
+
+
+def write_probe_tsv(path, rows: list[dict]) -> None:
+    lines = ["\t".join(TSV_COLUMNS)]
+    lines += [f"{r['level']}\t{r['draw']}\t{r['r2']:.6f}\t{r['n_voxels']}" for r in rows]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def cli_probe(args) -> int:
+    from massl.training.checkpoint import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = probe_options(load_config(args.config).get("probe"))
+    run = Path(args.run)
+    model_path = run / "model.pt"
+    if not model_path.is_file():
+        raise DataError(f"{model_path}: no trained model (is the run finished?)")
+    summary = _read_json(run / "summary.json") if (run / "summary.json").is_file() else {}
+    device = pick_device(args.device)
+    model, meta = load_model(model_path, device)
+    model.eval()
+
+    if meta.get("status", summary.get("status")) == "diverged":
+        log.warning("%s: run diverged; writing NaN probe rows", run)
+        rows = [
+            {"level": level, "draw": draw, "r2": float("nan"), "n_voxels": 0}
+            for draw in range(options["n_draws"])
+            for level in range(1, model.levels + 1)
+        ]
+    else:
+        dataset, rep = meta.get("dataset", summary.get("dataset")), meta.get("rep", summary.get("rep"))
+        if dataset is None or rep is None:
+            raise DataError(f"{model_path}: checkpoint records no dataset/rep, and no summary.json beside it")
+        split_path, store_path = _data_paths(run, meta, dataset, int(rep))
+        test_cases = _read_json(split_path).get("test")
+        if not test_cases:
+            raise DataError(f"{split_path}: no test cases")
+        rows = run_probe(model, CaseStore(store_path), test_cases, device=device, **options)
+    write_probe_tsv(args.out, rows)
+    return 0
