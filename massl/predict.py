@@ -1,0 +1,134 @@
+"""Segment NIfTI scans with a trained model (`massl predict`).
+
+Each scan is preprocessed as the model's training data was, segmented by sliding windows,
+thresholded, and mapped back onto the scan's own grid: `<out>/<name>_mask.nii.gz` is uint8 with
+the scan's shape, affine and header, so it opens next to the scan in any viewer.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from tqdm import tqdm
+
+from massl.config import TrainConfig, train_config
+from massl.data.discover import NIFTI_ENDINGS, DataFileError, discover
+from massl.data.preprocess import preprocess_volume, to_original_space
+from massl.data.validate import read_volume
+from massl.errors import ConfigError, DataError
+from massl.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def model_settings(meta: dict, fmt: str | None, model_path: Path) -> tuple[str, dict, TrainConfig]:
+    """The format and preprocessing options the model was trained with (a different `fmt`
+    uses that format's defaults) and its effective training config (patch, overlap, ...)."""
+    config = meta.get("config") or {}
+    dataset = (config.get("datasets") or {}).get(meta.get("dataset"), {})
+    trained_fmt = meta.get("format") or dataset.get("format")
+    fmt = fmt or trained_fmt
+    if fmt is None:
+        raise ConfigError(f"{model_path}: the model does not record its data format; pass --format")
+    if trained_fmt and fmt != trained_fmt:
+        log.warning("model trained on %s data; preprocessing as %s with that format's defaults", trained_fmt, fmt)
+    options = (dataset.get("preprocess") or {}) if fmt == trained_fmt else {}
+    # The run records its effective training section; older or hand-made files only the config.
+    training = meta.get("training") or {**(config.get("training") or {}), **(dataset.get("training") or {})}
+    return fmt, options, train_config(training)
+
+
+def find_scans(source: Path, fmt: str) -> list[tuple[str, Path]]:
+    """(name, path) of each scan: one file, every .nii/.nii.gz in a folder, or the images of a
+    dataset root in `fmt`'s layout (named by case id)."""
+    if source.is_file():
+        return [(_stem(source), source)]
+    if not source.is_dir():
+        raise DataError(f"{source}: input file or folder not found")
+    files = sorted(p for p in source.iterdir()
+                   if p.is_file() and p.name.endswith(NIFTI_ENDINGS) and not p.name.startswith("."))
+    scans = [(_stem(p), p) for p in files]
+    if not scans:
+        try:
+            scans = [(case.case_id, case.image) for case in discover(fmt, source)]
+        except DataFileError:
+            scans = []
+    if not scans:
+        raise DataError(f"{source}: no NIfTI scans (*.nii.gz, *.nii) and no {fmt} dataset found")
+    names = [name for name, _ in scans]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise DataError(f"{source}: several scans would write the same mask: {', '.join(clashes)}")
+    return scans
+
+
+def _stem(path: Path) -> str:
+    for ending in NIFTI_ENDINGS:
+        if path.name.endswith(ending):
+            return path.name[: -len(ending)]
+    return path.stem
+
+
+def predict_scan(path: Path, predict_volume: Callable[[np.ndarray], np.ndarray], fmt: str, options: dict,
+                 threshold: float = 0.5) -> nib.Nifti1Image:
+    """The binary mask of one scan, on its own grid with its affine and header.
+
+    `predict_volume` maps a preprocessed (z, y, x) volume to foreground probabilities.
+    """
+    image, scan = read_volume(path, "image")
+    volume, meta = preprocess_volume(fmt, image, scan.affine, options)
+    prob = np.asarray(predict_volume(volume))
+    mask = to_original_space((prob >= threshold).astype(np.uint8), meta)
+    header = scan.header.copy()
+    header.set_data_dtype(np.uint8)
+    out = type(scan)(mask, scan.affine, header)
+    out.header.set_slope_inter(1, 0)
+    out.header["cal_min"], out.header["cal_max"] = 0, 1
+    return out
+
+
+def write_mask(path: Path, mask: nib.Nifti1Image) -> None:
+    """Atomic .nii.gz; a fixed gzip timestamp so equal masks give equal files."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(gzip.compress(mask.to_bytes(), compresslevel=6, mtime=0))
+
+
+def cli_predict(args) -> int:
+    import torch
+
+    from massl.inference import autocast_dtype, pick_device, sliding_window_predict
+    from massl.training.checkpoint import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    model_path = Path(args.model)
+    model, meta = load_model(model_path, device)
+    model.eval()
+    fmt, options, train = model_settings(meta, args.format, model_path)
+    amp = autocast_dtype(train.amp, device)
+    scans = find_scans(Path(args.input), fmt)
+
+    def predict_volume(volume: np.ndarray) -> np.ndarray:
+        return sliding_window_predict(model, volume, train.patch_size, train.inference_overlap,
+                                      train.inference_batch, device, amp)
+
+    out, failed = Path(args.out), []
+    for name, path in tqdm(scans, desc="predicting", unit="scan", mininterval=10, disable=len(scans) < 2):
+        try:
+            mask = predict_scan(path, predict_volume, fmt, options, train.threshold)
+        except DataFileError as exc:  # one bad scan must not cost the others their masks
+            log.error("%s", exc)
+            failed.append(str(exc))
+            continue
+        target = out / f"{name}_mask.nii.gz"
+        write_mask(target, mask)
+        log.info("%s: %d foreground voxels -> %s", path, int(np.asarray(mask.dataobj).sum()), target)
+    if failed:
+        raise DataError(f"{len(failed)} of {len(scans)} scan(s) could not be segmented:\n  " + "\n  ".join(failed))
+    return 0
