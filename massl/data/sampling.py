@@ -1,0 +1,82 @@
+"""Training patches: a uniformly random case, then a uniformly random crop (SPEC section 4).
+
+Volumes are the memory-mapped arrays of a `CaseStore`; only the crop is read, so sampling costs
+microseconds per patch however large the volumes are. All randomness comes from one
+`numpy.random.Generator`, whose state can be saved and restored for an exact resume.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from massl.data.store import CaseStore
+from massl.errors import ConfigError, DataError
+
+
+class PatchSampler:
+    """Batches of (image, label) patches from `case_ids` of `store`.
+
+    3D: a (z, y, x) crop of `patch_size`. 2D: a uniformly random slice z, then a (y, x) crop.
+    Along an axis shorter than the patch the whole extent is taken and placed at a uniformly
+    random offset in the zero-filled patch (label 0 there).
+    """
+
+    def __init__(self, store: CaseStore, case_ids: list[str], patch_size: list[int], spatial_dims: int,
+                 rng: np.random.Generator):
+        if spatial_dims not in (2, 3):
+            raise ConfigError(f"model.spatial_dims must be 2 or 3, got {spatial_dims}")
+        if len(patch_size) != spatial_dims or min(int(p) for p in patch_size) < 1:
+            raise ConfigError(f"training.patch_size must be {spatial_dims} positive integers for "
+                              f"spatial_dims {spatial_dims}, got {list(patch_size)}")
+        if not case_ids:
+            raise ConfigError("no cases to sample patches from (empty labeled/unlabeled set)")
+        self.case_ids = list(case_ids)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.spatial_dims = spatial_dims
+        self.rng = rng
+        self._volumes = []
+        for case_id in self.case_ids:
+            image, label = store.image(case_id), store.label(case_id)
+            if image.ndim != 3 or image.shape != label.shape:
+                raise DataError(f"{store.folder}: case {case_id} image {image.shape} and label {label.shape} "
+                                f"must be 3D (z, y, x) arrays of one shape")
+            self._volumes.append((image, label))
+
+    def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(images float32 (N, 1, *patch), labels uint8 (N, 1, *patch))."""
+        images = np.zeros((batch_size, 1, *self.patch_size), np.float32)
+        labels = np.zeros((batch_size, 1, *self.patch_size), np.uint8)
+        for n in range(batch_size):
+            image, label = self._volumes[self.rng.integers(len(self._volumes))]
+            if self.spatial_dims == 2:
+                z = self.rng.integers(image.shape[0])
+                image, label = image[z], label[z]
+            source, target = self._window(image.shape)
+            images[(n, 0, *target)] = image[source]
+            labels[(n, 0, *target)] = label[source]
+        return images, labels
+
+    def _window(self, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        source, target = [], []
+        for size, patch in zip(shape, self.patch_size):
+            if size >= patch:
+                start = int(self.rng.integers(size - patch + 1))
+                source.append(slice(start, start + patch))
+                target.append(slice(0, patch))
+            else:
+                offset = int(self.rng.integers(patch - size + 1))
+                source.append(slice(0, size))
+                target.append(slice(offset, offset + size))
+        return tuple(source), tuple(target)
+
+    def state(self) -> dict:
+        """JSON-serialisable random state; `set_state` resumes the exact same patch sequence."""
+        return {"bit_generator": self.rng.bit_generator.state}
+
+    def set_state(self, state: dict) -> None:
+        saved = state.get("bit_generator", {}) if isinstance(state, dict) else {}
+        expected = self.rng.bit_generator.state["bit_generator"]
+        if saved.get("bit_generator") != expected:
+            raise DataError(f"sampler state is for bit generator {saved.get('bit_generator')!r}, "
+                            f"this sampler uses {expected!r}")
+        self.rng.bit_generator.state = saved
