@@ -1,0 +1,218 @@
+"""Per (setting, method) Dice statistics and the significance tests behind the table marks.
+
+    python -m analysis.stats --cases results/metrics/<d>.tsv --out results/stats/<d>.tsv \
+        --test-train-ratio FLOAT [--alpha 0.05] [--reference cnn] [--best massl_alter]
+
+A cell of Tables 1-2 is the mean Dice over the test scans of a repetition (NaN = both masks
+empty, left out), averaged over the converged repetitions; `sd` is over the repetition means.
+Two tests compare each method with the reference (CNN, mark `*`) and with the best method
+(MASSL(alter), mark `†`), within each column (setting):
+
+- `p_ref`, `p_best`: the paper's test, a paired two-sided t-test over per-scan Dice pooled
+  across repetitions (pairs = same repetition and case; both runs converged, both Dice finite).
+  The same scans appear in every repetition's comparison, so this test is optimistic.
+- `p_*_corrected`: the corrected resampled t-test of Nadeau & Bengio (2003) over the
+  per-repetition differences of means, d_j (j = 1..J):
+  t = mean(d) / sqrt((1/J + n_test/n_train) · var(d)), df = J - 1.
+- `p_*_holm`, `p_*_corrected_holm`: the same p-values Holm-adjusted over the methods of the
+  column.
+
+`mark_ref` is `*` when the method is significantly better than the reference (p < alpha and a
+higher mean); `mark_best` is `†` when significantly worse than the best method. The p-value
+used for the marks is `--mark-test` (default `paired`, as in the paper). Cells with a diverged
+repetition (`n_diverged` > 0) get no marks: the tables print them as `n.c.`.
+`n_cases` counts the finite per-scan Dice values pooled over the converged repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
+
+from analysis.common import (
+    ConfigError,
+    DataError,
+    numeric_column,
+    read_table,
+    run_cli,
+    write_tsv,
+)
+from analysis.methods import METHOD_LABELS, check_label, method_rank, sort_settings
+
+log = logging.getLogger("analysis.stats")
+
+CASE_COLUMNS = ("dataset", "setting", "method", "method_label", "rep", "case_id", "dice", "status",
+                "data_source", "scale")
+COMPARISONS = ("ref", "best")
+# --mark-test choice -> suffix of the p-value column the marks use.
+MARK_TESTS = {"paired": "", "paired_holm": "_holm", "corrected": "_corrected", "corrected_holm": "_corrected_holm"}
+P_COLUMNS = tuple(f"p_{c}{s}" for c in COMPARISONS for s in ("", "_corrected", "_holm", "_corrected_holm"))
+STATS_COLUMNS = ("dataset", "setting", "method", "method_label", "mean", "sd", "n_reps", "n_converged",
+                 "n_diverged", "n_cases", "reference", "best", *P_COLUMNS, "mark_ref", "mark_best",
+                 "mark_test", "alpha", "test_train_ratio", "data_source", "scale")
+
+
+def paired_t_test(a, b) -> float:
+    """Two-sided paired t-test p-value of `a` vs `b`; NaN with fewer than 2 pairs or no spread."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # identical samples: p is NaN, said above
+        return float(sps.ttest_rel(a, b).pvalue)
+
+
+def corrected_resampled_t_test(differences, test_train_ratio: float) -> float:
+    """Two-sided p-value of the Nadeau & Bengio (2003) corrected resampled t-test.
+
+    `differences` are the per-repetition differences of mean scores of two methods evaluated on
+    the same J random train/test splits. The variance factor 1/J + n_test/n_train accounts for
+    the overlap of the training sets across repetitions. NaN when J < 2 or the differences are
+    all zero.
+    """
+    d = np.asarray(differences, float)
+    if len(d) < 2:
+        return float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = d.mean() / np.sqrt((1 / len(d) + test_train_ratio) * d.var(ddof=1))
+    return float(2 * sps.t.sf(abs(t), df=len(d) - 1)) if not np.isnan(t) else float("nan")
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm step-down adjusted p-values; NaN entries stay NaN and are not counted in the family."""
+    p = np.asarray(pvalues, float)
+    adjusted = np.full_like(p, np.nan)
+    finite = ~np.isnan(p)
+    if finite.any():
+        adjusted[finite] = multipletests(p[finite], method="holm")[1]
+    return adjusted
+
+
+def repetition_means(cases: pd.DataFrame) -> pd.DataFrame:
+    """Mean Dice per (setting, method, rep) over finite per-scan Dice, with the run status."""
+    grouped = cases.groupby(["setting", "method", "rep"], sort=False)
+    return grouped.agg(mean=("dice", "mean"), status=("status", "first")).reset_index()
+
+
+def compute_stats(cases: pd.DataFrame, test_train_ratio: float, alpha: float = 0.05, reference: str = "cnn",
+                  best: str = "massl_alter", mark_test: str = "paired") -> pd.DataFrame:
+    """The statistics table (columns `STATS_COLUMNS`) for the case rows of one dataset."""
+    if mark_test not in MARK_TESTS:
+        raise ConfigError(f"mark test {mark_test!r} is not one of {', '.join(MARK_TESTS)}")
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
+    for name, method in (("reference", reference), ("best", best)):
+        if method not in METHOD_LABELS:
+            raise ConfigError(f"{name} method {method!r} is not one of {', '.join(METHOD_LABELS)}")
+    if not test_train_ratio > 0:
+        raise ConfigError(f"test/train ratio must be > 0, got {test_train_ratio}")
+    _check_single(cases, ("dataset", "data_source", "scale"))
+    rep_means = repetition_means(cases)
+    columns = [_column_stats(cases[cases["setting"] == s], rep_means[rep_means["setting"] == s],
+                             test_train_ratio, reference, best) for s in sort_settings(cases["setting"])]
+    table = pd.concat(columns, ignore_index=True)
+    suffix = MARK_TESTS[mark_test]
+    eligible = table["n_diverged"] == 0
+    means = table.set_index(["setting", "method"])["mean"]
+    ref_mean = np.array([means.get((s, reference), np.nan) for s in table["setting"]])
+    best_mean = np.array([means.get((s, best), np.nan) for s in table["setting"]])
+    better = eligible & (table[f"p_ref{suffix}"] < alpha) & (table["mean"] > ref_mean)
+    worse = eligible & (table[f"p_best{suffix}"] < alpha) & (table["mean"] < best_mean)
+    first = cases.iloc[0]
+    table = table.assign(mark_ref=np.where(better, "*", ""), mark_best=np.where(worse, "†", ""),
+                         reference=reference, best=best, mark_test=mark_test, alpha=alpha,
+                         test_train_ratio=test_train_ratio, dataset=first["dataset"],
+                         data_source=first["data_source"], scale=first["scale"])
+    return table[list(STATS_COLUMNS)]
+
+
+def _check_single(cases: pd.DataFrame, columns) -> None:
+    for column in columns:
+        values = sorted(cases[column].astype(str).unique())
+        if len(values) > 1:
+            raise DataError(f"case table mixes {column} values {', '.join(values)}")
+
+
+def _column_stats(cases: pd.DataFrame, rep_means: pd.DataFrame, ratio: float, reference: str,
+                  best: str) -> pd.DataFrame:
+    """One setting: descriptive statistics and raw + Holm p-values for each method."""
+    converged = rep_means[rep_means["status"] == "converged"].dropna(subset=["mean"])
+    rows = []
+    for method in sorted(cases["method"].unique(), key=method_rank):
+        mine = rep_means[rep_means["method"] == method]
+        my_converged = converged[converged["method"] == method]["mean"]
+        my_cases = cases[(cases["method"] == method) & (cases["status"] == "converged")]
+        row = {"setting": cases["setting"].iloc[0], "method": method,
+               "method_label": cases.loc[cases["method"] == method, "method_label"].iloc[0],
+               "mean": my_converged.mean(), "sd": my_converged.std(ddof=1),
+               "n_reps": len(mine), "n_converged": int((mine["status"] == "converged").sum()),
+               "n_diverged": int((mine["status"] == "diverged").sum()),
+               "n_cases": int(my_cases["dice"].notna().sum())}
+        for name, other in (("ref", reference), ("best", best)):
+            row[f"p_{name}"], row[f"p_{name}_corrected"] = _compare(cases, converged, method, other, ratio)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for name in COMPARISONS:
+        table[f"p_{name}_holm"] = holm(table[f"p_{name}"])
+        table[f"p_{name}_corrected_holm"] = holm(table[f"p_{name}_corrected"])
+    return table
+
+
+def _compare(cases: pd.DataFrame, converged: pd.DataFrame, method: str, other: str, ratio: float):
+    """(paired per-scan p, corrected resampled p) of `method` vs `other`; NaN vs itself/absent."""
+    if method == other or other not in set(cases["method"]):
+        return float("nan"), float("nan")
+    ok = cases[cases["status"] == "converged"]
+    pairs = ok[ok["method"] == method].merge(ok[ok["method"] == other], on=["rep", "case_id"])
+    pairs = pairs.dropna(subset=["dice_x", "dice_y"])
+    means = converged[converged["method"] == method].merge(converged[converged["method"] == other], on="rep")
+    return (paired_t_test(pairs["dice_x"], pairs["dice_y"]),
+            corrected_resampled_t_test(means["mean_x"] - means["mean_y"], ratio))
+
+
+def read_cases(path) -> pd.DataFrame:
+    """The aggregated case table, checked: known methods, paper labels, known statuses."""
+    cases = read_table(path, CASE_COLUMNS, "case table")
+    cases["dice"] = numeric_column(cases, "dice", path)
+    cases["rep"] = numeric_column(cases, "rep", path).astype(int)
+    for method, label in cases[["method", "method_label"]].drop_duplicates().itertuples(index=False):
+        check_label(method, label, str(path))
+    unknown = set(cases["status"]) - {"converged", "diverged"}
+    if unknown:
+        raise DataError(f"{path}: unknown status value(s) {', '.join(map(str, unknown))}")
+    return cases
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis.stats", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", required=True, help="aggregated case table (results/metrics/<d>.tsv)")
+    parser.add_argument("--out", required=True, help="statistics TSV to write")
+    parser.add_argument("--test-train-ratio", type=float, required=True,
+                        help="n_test / n_train of the splits, for the corrected resampled t-test")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the marks")
+    parser.add_argument("--reference", default="cnn", help="method marked against with * (default cnn)")
+    parser.add_argument("--best", default="massl_alter", help="method marked against with † (default massl_alter)")
+    parser.add_argument("--mark-test", choices=list(MARK_TESTS), default="paired",
+                        help="p-value behind the marks (default: paired, the paper's test)")
+    parser.set_defaults(run=cli)
+    return parser
+
+
+def cli(args: argparse.Namespace) -> int:
+    cases = read_cases(args.cases)
+    table = compute_stats(cases, args.test_train_ratio, args.alpha, args.reference, args.best, args.mark_test)
+    write_tsv(args.out, table)
+    log.info("%d cells, %d marked *, %d marked † -> %s", len(table), int((table["mark_ref"] == "*").sum()),
+             int((table["mark_best"] == "†").sum()), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(build_parser()))

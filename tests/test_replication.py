@@ -1,0 +1,202 @@
+"""The replication report on hand-made result tables whose answers are known."""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from analysis_fixtures import IDEAL_MEANS, ideal_stats, probe_table, stats_frame
+
+from analysis import replication
+from analysis.claims import FAIL, NOT_TESTABLE, PASS
+from analysis.common import ConfigError, DataError, run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER = ROOT / "config" / "paper_values.tsv"
+TOLERANCE = {"tolerance_dice": 0.02, "tolerance_se": 2.0}
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return replication.read_paper_values(PAPER)
+
+
+def verdicts(result, side="ours"):
+    claims = result.ours_claims if side == "ours" else result.paper_claims
+    return {c.claim_id: c for c in claims}
+
+
+def run(stats, paper, probe=None, tolerance=TOLERANCE):
+    return replication.replicate(stats, [f"stats{i}" for i in range(len(stats))], probe, paper, tolerance)
+
+
+def paper_stats(paper, dataset, shift=0.0, sd=0.01, **kwargs):
+    """Our statistics = the paper's Table 1/2 values + `shift`, with the paper's * marks."""
+    rows = paper[paper["dataset"] == dataset]
+    rows = rows[rows["table"] != "table3"]
+    means = {(r.setting, r.method): r.value + shift for r in rows.itertuples()}
+    stars = {(r.setting, r.method) for r in rows.itertuples() if r.star}
+    return stats_frame(means, dataset, stars=stars, sd=sd, **kwargs)
+
+
+def test_paper_values_are_read_with_ids_levels_and_marks(paper):
+    results = paper[paper["table"] != "table3"]
+    assert len(results) == 54 and len(paper[paper["table"] == "table3"]) == 15
+    assert results.groupby("table")["star"].sum().to_dict() == {"table1": 8, "table2": 3}
+    cell = paper[(paper["table"] == "table1") & (paper["setting"] == "20L100U") & (paper["method"] == "massl_alter")]
+    assert cell["value"].item() == 0.7553 and bool(cell["star"].item())
+    probe = paper[(paper["table"] == "table3") & (paper["method"] == "massl_alter") & (paper["level"] == 5)]
+    assert (probe["value"].item(), probe["spread"].item()) == (0.535, 0.03)
+
+
+def test_all_claims_pass_on_an_ideal_result_table(paper):
+    result = run([ideal_stats("brats18"), ideal_stats("wmh17")], paper, probe_table())
+    assert {cid: v.verdict for cid, v in verdicts(result).items()} == {
+        "best": PASS, "fewest_labels": PASS, "alternating": PASS, "attention": PASS, "pretrain_dec": PASS,
+        "probe": PASS}
+    assert verdicts(result)["best"].detail.startswith("holds in 6 of 6 comparisons")
+
+
+def test_specific_claims_fail_and_name_the_column(paper):
+    brats = ideal_stats("brats18", stars={("50L70U", "massl_alter"), ("120L120U", "massl_alter"),
+                                          ("50L70U", "pretrain_dec")})
+    wmh = ideal_stats("wmh17")
+    brats.loc[(brats["setting"] == "50L70U") & (brats["method"] == "pretrain_dec"), "mean"] = 0.65
+    wmh.loc[(wmh["setting"] == "30L30U") & (wmh["method"] == "pretrain_cnn"), "mean"] = 0.80
+    brats.loc[(brats["setting"] == "120L120U") & (brats["method"] == "massl_l09"), "mean"] = 0.75
+    result = run([brats, wmh], paper, probe_table({"cnn": 0.45, "mssl_alter": 0.47, "massl_alter": 0.40}))
+    v = verdicts(result)
+
+    assert v["best"].verdict == FAIL
+    assert "table2 30L30U: MASSL(alter) 0.7000 ≤ Pretrain(CNN) 0.8000" in v["best"].detail
+    assert "table1 120L120U: MASSL(alter) 0.7000 ≤ MASSL(λ=0.9) 0.7500" in v["best"].detail
+    assert v["fewest_labels"].verdict == FAIL
+    assert "table1 20L100U" in v["fewest_labels"].detail and "not significant" in v["fewest_labels"].detail
+    assert v["alternating"].verdict == FAIL and "holds in 11 of 12" in v["alternating"].detail
+    assert v["attention"].verdict == PASS
+    assert v["pretrain_dec"].verdict == FAIL and "table1 50L70U: significantly better" in v["pretrain_dec"].detail
+    assert v["probe"].verdict == FAIL and "R² 0.400 ≤ CNN 0.450" in v["probe"].detail
+
+
+def test_untestable_and_unconverged_claims(paper):
+    brats = ideal_stats("brats18", diverged={("20L100U", "massl_alter"), ("50L70U", "mssl_l07")})
+    no_joint = ideal_stats("wmh17")
+    no_joint = no_joint[~no_joint["method"].isin(["mssl_l07", "mssl_l09"])]
+    v = verdicts(run([brats, no_joint], paper, None))
+    assert v["probe"].verdict == NOT_TESTABLE and v["probe"].detail == "no probe table"
+    assert v["best"].verdict == FAIL and "table1 20L100U: MASSL(alter) did not converge" in v["best"].detail
+    assert v["fewest_labels"].verdict == FAIL
+    assert v["alternating"].verdict == FAIL  # MASSL(alter) failing 20L100U outweighs the missing joint MSSL
+    assert "table2 10L20U: no joint MSSL run" in v["alternating"].detail
+    assert "(MSSL(λ=0.7) n.c.)" in v["alternating"].detail  # an unconverged rival counts as beaten
+
+    converged = ideal_stats("brats18", diverged={("50L70U", "mssl_l07")})
+    v = verdicts(run([converged, no_joint], paper, probe_table()))
+    assert v["alternating"].verdict == NOT_TESTABLE and v["best"].verdict == PASS
+
+
+def test_paper_numbers_fail_only_the_strict_alternating_claim(paper):
+    v = verdicts(run([ideal_stats("brats18")], paper, None), side="paper")
+    assert {cid: c.verdict for cid, c in v.items()} == {
+        "best": PASS, "fewest_labels": PASS, "alternating": FAIL, "attention": PASS, "pretrain_dec": PASS,
+        "probe": PASS}
+    # MSSL(alter) is below MSSL(λ=0.9) in three printed columns
+    detail = v["alternating"].detail
+    for column in ("table1 50L70U: MSSL(alter) 0.7462 ≤ MSSL(λ=0.9) 0.7466",
+                   "table1 120L120U: MSSL(alter) 0.7461 ≤ MSSL(λ=0.9) 0.7568",
+                   "table2 30L30U: MSSL(alter) 0.6880 ≤ MSSL(λ=0.9) 0.6906"):
+        assert column in detail
+    assert "holds in 9 of 12" in detail
+
+
+def test_tolerance_is_the_larger_of_dice_points_and_standard_errors(paper):
+    cases = [(0.03, 0.01, False),   # 2 SE = 2 * 0.01 / sqrt(5) = 0.0089 < 0.02: tolerance 0.02
+             (0.03, 0.10, True),    # 2 SE = 0.0894 > 0.03
+             (0.015, 0.01, True)]   # within 0.02
+    for shift, sd, within in cases:
+        compared = run([paper_stats(paper, "wmh17", shift=shift, sd=sd)], paper).compared
+        assert len(compared) == 27
+        assert compared["diff"].to_numpy() == pytest.approx([shift] * 27)
+        expected_tolerance = max(0.02, 2 * sd / math.sqrt(5))
+        assert compared["tolerance"].to_numpy() == pytest.approx([expected_tolerance] * 27)
+        assert compared["within"].all() == within and compared["within"].any() == within
+
+
+def test_rank_agreement_and_star_marks(paper):
+    same = run([paper_stats(paper, "brats18", shift=-0.1)], paper)
+    assert same.agreement["kendall_tau"].to_numpy() == pytest.approx([1.0, 1.0, 1.0])
+    assert (same.agreement["star_agree"] == same.agreement["star_n"]).all()
+    assert (same.compared["rank_paper"] == same.compared["rank_ours"]).all()
+
+    flipped = paper_stats(paper, "brats18")
+    flipped["mean"] = 1.5 - flipped["mean"]  # reverses every column's ordering
+    flipped["mark_ref"] = ""
+    result = run([flipped], paper)
+    assert result.agreement["kendall_tau"].to_numpy() == pytest.approx([-1.0, -1.0, -1.0])
+    twenty = result.agreement.set_index("setting").loc["20L100U"]
+    assert (twenty["star_agree"], twenty["star_n"], twenty["stars_paper"]) == (7, 9, 2)
+
+
+def test_origin_must_be_one_source_and_scale(paper):
+    with pytest.raises(DataError, match="data_source"):
+        run([ideal_stats("brats18"), ideal_stats("wmh17", data_source="real")], paper)
+    with pytest.raises(DataError, match="scale"):
+        run([ideal_stats("brats18"), ideal_stats("wmh17", scale="paper")], paper)
+    with pytest.raises(DataError, match="same dataset"):
+        run([ideal_stats("brats18"), ideal_stats("brats18")], paper)
+
+
+def test_tolerance_comes_from_the_config(tmp_path):
+    assert replication.read_tolerance(None) == TOLERANCE
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"replication": {"tolerance_dice": 0.05}}))
+    assert replication.read_tolerance(config) == {"tolerance_dice": 0.05, "tolerance_se": 2.0}
+    config.write_text(json.dumps({"replication": {"tolerance": 0.05}}))
+    with pytest.raises(ConfigError, match="tolerance"):
+        replication.read_tolerance(config)
+
+
+def test_report_command_writes_all_outputs(tmp_path):
+    stats = []
+    for dataset in ("brats18", "wmh17"):
+        stats.append(tmp_path / f"{dataset}.tsv")
+        ideal_stats(dataset).to_csv(stats[-1], sep="\t", index=False)
+    probe = tmp_path / "table3.csv"
+    probe_table().to_csv(probe, index=False)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"scale": "smoke", "replication": {"tolerance_dice": 0.02, "tolerance_se": 2}}))
+    out = tmp_path / "replication"
+    code = run_cli(replication.build_parser(), ["--stats", *map(str, stats), "--probe-table", str(probe),
+                                                "--paper", str(PAPER), "--config", str(config),
+                                                "--out-dir", str(out)])
+    assert code == 0
+    md = (out / "report.md").read_text()
+    assert "SYNTHETIC benchmark, scale 'smoke'" in md and "NOT a replication" in md
+    for title in ("Table 1", "Table 2", "Table 3", "Kendall τ", "not printed in the extracted values"):
+        assert title in md
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and 'class="banner"' in html and "<table>" in html
+    assert (out / "paper_vs_ours.png").stat().st_size > 5000 and (out / "paper_vs_ours.pdf").stat().st_size > 1000
+    checklist = pd.read_csv(out / "checklist.tsv", sep="\t")
+    assert list(checklist["claim_id"]) == ["best", "fewest_labels", "alternating", "attention", "pretrain_dec",
+                                           "probe"]
+    assert set(checklist["verdict"]) == {PASS}
+    assert list(checklist["paper_verdict"]).count(FAIL) == 1
+
+
+def test_report_on_real_data_and_unmatched_settings(tmp_path, paper):
+    means = {(s, m): v for s in ("4L8U", "20L100U") for m, v in IDEAL_MEANS.items()}
+    stats = stats_frame(means, "brats18", stars={("4L8U", "massl_alter"), ("20L100U", "massl_alter")},
+                        data_source="real", scale="paper")
+    result = run([stats], paper, None)
+    assert "table1: our setting(s) 4L8U have no paper value." in result.notes
+    assert "table1: paper setting(s) 50L70U, 120L120U were not run." in result.notes
+    assert set(result.compared["setting"]) == {"20L100U"}
+    assert verdicts(result)["fewest_labels"].detail.endswith("table1 4L8U: MASSL(alter) 0.6800 > CNN 0.6000, "
+                                                             "significant (*)")
+    from analysis.report import write_report
+    write_report(tmp_path, result)
+    md = (tmp_path / "report.md").read_text()
+    assert "real BraTS 2018 / WMH 2017 data" in md and "SYNTHETIC" not in md
+    assert "No cell of ours matches a cell of this table in the paper." in md  # Table 2 was not run
