@@ -66,13 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="resolved config with datasets.<key>.split sizes")
     p.set_defaults(handler=_handler("massl.data.splits:cli_split"))
 
-    p = sub.add_parser("train", help="train one (dataset, setting, method, repetition), then test the best checkpoint")
+    p = sub.add_parser("train", help="train one (dataset, setting, method, repetition), then test the best checkpoint",
+                       description="Train a run and test its best checkpoint. Several methods (comma-separated) "
+                                   "train one after the other in this process, sharing its start-up; --out then "
+                                   "holds {method}, e.g. results/runs/brats18/50L70U/{method}/rep1.")
     p.add_argument("--config", required=True, help="resolved config (results/config.json)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--setting", required=True, help="e.g. 50L70U")
-    p.add_argument("--method", required=True, help="method id, e.g. massl_alter (see docs/architecture.md)")
+    p.add_argument("--method", required=True,
+                   help="method id, e.g. massl_alter, or a comma-separated list (see docs/architecture.md)")
     p.add_argument("--rep", type=int, required=True)
-    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--out", required=True, help="run folder ({method} is replaced by each method id)")
     p.add_argument("--autoencoder", default=None, help="autoencoder run folder (pretraining methods)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -107,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer repeats, demo scale only where slow")
     p.add_argument("--out", default=None, help="also write the figures as JSON")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.set_defaults(handler=_handler("massl.bench:cli_bench"))
     return parser
 

@@ -7,12 +7,12 @@ dataclasses; unknown keys and wrong values are rejected with a message naming th
 from __future__ import annotations
 
 import json
+import types
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from massl.errors import ConfigError
-
 
 
 @dataclass
@@ -45,6 +45,9 @@ class TrainConfig:
     validate_every_epochs: int = 20
     max_validation_cases: int | None = None  # None = all validation cases
     attention_grad: str = "detach"  # SPEC option: detach (paper) | encoder (released code)
+    foreground_fraction: float = 0.0  # labeled patches forced to hold target (0 = paper's uniform crop)
+    seg_loss: str = "dice"  # dice (paper) | dice_bce (+ binary cross-entropy: no all-background plateau)
+    dice_over: str = "sample"  # sample (paper: per image) | batch (one Dice over the 2D batch)
     augment: bool = True  # rotation, scaling, left-right flip (paper)
     rotate_degrees: float = 10.0
     scale_range: list[float] = field(default_factory=lambda: [0.9, 1.1])
@@ -58,6 +61,8 @@ class TrainConfig:
     def validate(self) -> None:
         _choice("training.attention_grad", self.attention_grad, ("detach", "encoder"))
         _choice("training.amp", self.amp, ("auto", "off", "bf16"))
+        _choice("training.dice_over", self.dice_over, ("sample", "batch"))
+        _choice("training.seg_loss", self.seg_loss, ("dice", "dice_bce"))
         for name in ("batch_size", "lr_step_iterations", "validate_every_epochs", "checkpoint_every_iterations"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"training.{name} must be > 0, got {getattr(self, name)}")
@@ -69,6 +74,8 @@ class TrainConfig:
         for row in self.epochs_by_labeled:
             if len(row) != 2 or row[0] <= 0 or row[1] <= 0:
                 raise ConfigError(f"training.epochs_by_labeled rows are [max_labeled, epochs] > 0, got {row}")
+        if not 0 <= self.foreground_fraction <= 1:
+            raise ConfigError(f"training.foreground_fraction must be in [0, 1], got {self.foreground_fraction}")
         if not 0 <= self.inference_overlap < 1:
             raise ConfigError(f"training.inference_overlap must be in [0, 1), got {self.inference_overlap}")
 
@@ -90,9 +97,32 @@ def _from_dict(cls, data: dict | None, section: str):
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) in '{section}': {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    hints = get_type_hints(cls)
+    for name, value in data.items():
+        if not _has_type(value, hints[name]):
+            raise ConfigError(f"{section}.{name} = {value!r} has the wrong type; expected {_type_name(hints[name])}")
     obj = cls(**data)
     obj.validate()
     return obj
+
+
+def _has_type(value: Any, hint) -> bool:
+    """isinstance for the annotations used here (int, float, bool, str, list[...], X | None).
+    bool is not an int here (YAML `yes` for a batch size), but an int is a float."""
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_has_type(value, option) for option in get_args(hint))
+    if origin is list:
+        return isinstance(value, list) and all(_has_type(v, get_args(hint)[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if hint is float else hint)
+
+
+def _type_name(hint) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("None", "null")
 
 
 def model_config(data: dict | None) -> ModelConfig:

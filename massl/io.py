@@ -37,6 +37,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # full disk, quota, I/O error: say which output could not be written
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -50,10 +53,7 @@ def _umask() -> int:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
-        try:
-            tmp.write_text(text)
-        except OSError as exc:
-            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from exc
+        tmp.write_text(text)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:

@@ -23,22 +23,42 @@ def _same_shape(name: str, a: Tensor, b: Tensor) -> None:
         raise ValueError(f"{name}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
 
 
-def soft_dice_loss(prob: Tensor, target: Tensor, eps: float = 1e-4, mask: Tensor | None = None) -> Tensor:
+DICE_OVER = ("sample", "batch")
+
+
+def soft_dice_loss(
+    prob: Tensor, target: Tensor, eps: float = 1e-4, mask: Tensor | None = None, over: str = "sample"
+) -> Tensor:
     """`1 - 2*sum(y*p) / (sum(y) + sum(p) + eps)` per sample, mean over the batch.
 
     `eps` sits in the denominator only (as in the paper), so an empty target with an empty
     prediction costs 1. `mask` (same shape, 1 = count, 0 = ignore) removes voxels from all
-    three sums (WMH label 2).
+    three sums (WMH label 2). `over="batch"` takes the sums over the whole batch instead (one
+    Dice per step): a 2D slice without foreground then still gets gradient against false
+    positives, where its per-sample Dice is a constant 1 whatever the prediction.
     """
+    if over not in DICE_OVER:
+        raise ValueError(f"soft_dice_loss: over must be one of {DICE_OVER}, got {over!r}")
     _same_shape("soft_dice_loss", prob, target)
     target = target.to(prob.dtype)
     if mask is not None:
         _same_shape("soft_dice_loss mask", prob, mask)
         mask = mask.to(prob.dtype)
         prob, target = prob * mask, target * mask
-    overlap = _per_sample_sum(prob * target)
-    total = _per_sample_sum(target) + _per_sample_sum(prob)
+    reduce = _per_sample_sum if over == "sample" else torch.sum
+    overlap = reduce(prob * target)
+    total = reduce(target) + reduce(prob)
     return (1 - 2 * overlap / (total + eps)).mean()
+
+
+def binary_cross_entropy(prob: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean BCE of sigmoid probabilities over the counted voxels (`mask` as in soft_dice_loss)."""
+    _same_shape("binary_cross_entropy", prob, target)
+    losses = torch.nn.functional.binary_cross_entropy(prob, target.to(prob.dtype), reduction="none")
+    if mask is None:
+        return losses.mean()
+    mask = mask.to(prob.dtype)
+    return (losses * mask).sum() / mask.sum().clamp_min(1)
 
 
 def reconstruction_mse(rec: Tensor, image: Tensor) -> Tensor:

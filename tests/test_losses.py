@@ -1,8 +1,11 @@
+import math
+
 import pytest
 import torch
 
 from massl.losses import (
     attention_reconstruction_loss,
+    binary_cross_entropy,
     attention_targets,
     reconstruction_mse,
     segmentation_for_attention,
@@ -26,6 +29,28 @@ def test_soft_dice_per_sample_then_batch_mean():
     # sample 2: both empty -> 1 - 0 / (0 + 0 + 1e-4) = 1
     second = 1.0
     assert soft_dice_loss(prob, target).item() == pytest.approx((first + second) / 2, abs=1e-12)
+
+
+def test_soft_dice_over_the_batch_pools_the_sums():
+    prob = t([0.5, 1.0, 0.0, 0.25], [0.0, 0.0, 0.5, 0.0])
+    target = t([1, 1, 0, 0], [0, 0, 0, 0])
+    # pooled: sum(y*p) = 1.5, sum(y) = 2, sum(p) = 1.75 + 0.5
+    expected = 1 - 2 * 1.5 / (2 + 2.25 + 1e-4)
+    assert soft_dice_loss(prob, target, over="batch").item() == pytest.approx(expected, abs=1e-12)
+    # the empty second sample still gets gradient against its false positive (per sample it gets none)
+    for over, has_gradient in (("sample", False), ("batch", True)):
+        p = prob.clone().requires_grad_()
+        soft_dice_loss(p, target, over=over).backward()
+        assert bool(p.grad[1].abs().sum() > 0) is has_gradient
+    with pytest.raises(ValueError, match="over"):
+        soft_dice_loss(prob, target, over="image")
+
+
+def test_binary_cross_entropy_counts_only_unmasked_voxels():
+    prob, target, mask = t([0.5, 0.9, 0.2, 0.7]), t([1, 1, 0, 0]), t([1, 1, 1, 0])
+    expected = -(math.log(0.5) + math.log(0.9) + math.log(0.8)) / 3
+    assert binary_cross_entropy(prob, target, mask=mask).item() == pytest.approx(expected, abs=1e-12)
+    assert binary_cross_entropy(prob, target).item() == pytest.approx((3 * expected - math.log(0.3)) / 4, abs=1e-12)
 
 
 def test_soft_dice_mask_removes_voxels_from_every_sum():

@@ -112,3 +112,21 @@ def test_bad_arguments_are_reported(store, tmp_path):
     sampler = PatchSampler(store, store.case_ids, [8, 8], 2, rng)
     with pytest.raises(DataError, match="bit generator"):
         sampler.set_state({"bit_generator": {"bit_generator": "MT19937"}})
+
+
+@pytest.mark.parametrize("dims,patch", [(2, [8, 10]), (3, [4, 8, 10])])
+def test_foreground_fraction_forces_target_into_the_patch(tmp_path, dims, patch):
+    image = coded_volume((6, 20, 24))
+    label = np.zeros(image.shape, np.uint8)
+    label[4, 17, 3] = 1  # one target voxel near a corner
+    store = write_store(tmp_path, {"case": image})
+    np.save(tmp_path / "case.label.npy", label)
+    store = CaseStore(tmp_path)
+    forced = PatchSampler(store, store.case_ids, patch, dims, np.random.default_rng(0), foreground_fraction=1.0)
+    _, labels = forced.sample(16)
+    assert all(labels[n].max() == 1 for n in range(16))
+    uniform = PatchSampler(store, store.case_ids, patch, dims, np.random.default_rng(0))
+    _, labels = uniform.sample(16)
+    assert sum(labels[n].max() == 1 for n in range(16)) < 16
+    with pytest.raises(ConfigError, match="foreground_fraction"):
+        PatchSampler(store, store.case_ids, patch, dims, np.random.default_rng(0), foreground_fraction=1.5)

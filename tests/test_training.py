@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from tiny_data import SHAPE, tiny_config, write_dataset
 
 from massl.cli import main
 from massl.config import ModelConfig, TrainConfig
@@ -23,49 +24,6 @@ from massl.training.run import model_kwargs, resolve_run, train_run
 from massl.training.strategies import Batch, make_strategy
 
 torch.set_num_threads(1)
-SHAPE = (8, 32, 32)
-CASE_COLUMNS = ("case_id", "site", "shape_zyx", "spacing_zyx", "image", "label", "meta", "n_foreground")
-
-
-# Tiny dataset and config --------------------------------------------------------------------
-
-def write_dataset(results, n_cases=8, seed=0):
-    """Preprocessed cases (a bright disk through all slices, label 1) and a split file."""
-    rng = np.random.default_rng(seed)
-    folder = results / "preprocessed" / "brats18"
-    folder.mkdir(parents=True)
-    yy, xx = np.mgrid[: SHAPE[1], : SHAPE[2]]
-    rows, ids = ["\t".join(CASE_COLUMNS)], []
-    for i in range(n_cases):
-        case = f"case{i:02d}"
-        cy, cx, radius = rng.uniform(10, 22), rng.uniform(10, 22), rng.uniform(5, 8)
-        label = np.repeat(((yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2)[None], SHAPE[0], axis=0).astype(np.uint8)
-        image = np.clip(0.2 + 0.6 * label + rng.normal(0, 0.05, SHAPE), 0, 1).astype(np.float32)
-        np.save(folder / f"{case}.image.npy", image)
-        np.save(folder / f"{case}.label.npy", label)
-        (folder / f"{case}.json").write_text("{}")
-        rows.append("\t".join((case, f"site{i % 2}", "8x32x32", "1.0x1.0x1.0", f"{case}.image.npy",
-                               f"{case}.label.npy", f"{case}.json", str(int(label.sum())))))
-        ids.append(case)
-    (folder / "cases.tsv").write_text("\n".join(rows) + "\n")
-    split = {"dataset": "brats18", "rep": 1, "seed": 1, "pool": ids[:4], "validation": ids[4:6], "test": ids[6:8],
-             "settings": {"2L2U": {"labeled": ids[:2], "unlabeled": ids[2:4]},
-                          "2L1U": {"labeled": ids[:2], "unlabeled": ids[2:3]}}}
-    (results / "splits" / "brats18").mkdir(parents=True)
-    (results / "splits" / "brats18" / "rep1.json").write_text(json.dumps(split))
-    return split
-
-
-def tiny_config(results, **training):
-    return {
-        "results_dir": str(results),
-        "scale": "test",
-        "datasets": {"brats18": {"format": "brats18", "root": None, "settings": {"2L2U": [2, 2], "2L1U": [2, 1]}}},
-        "model": {"spatial_dims": 2, "channels": [4, 8, 16]},
-        "training": {"patch_size": [32, 32], "batch_size": 2, "epochs_by_labeled": [[20, 100]],
-                     "max_iterations": 30, "validate_every_epochs": 5, "checkpoint_every_iterations": 5,
-                     **training},
-    }
 
 
 @pytest.fixture(scope="module")
@@ -429,3 +387,22 @@ def test_bad_inputs_are_named(results, autoencoder_run, tmp_path, capsys):
                               autoencoder=autoencoder_run), device="cpu")
     with pytest.raises(ConfigError, match="patch_size"):
         resolve_run(tiny_config(results, patch_size=[30, 30]), "brats18", "2L2U", "cnn", 1, tmp_path / "z")
+
+
+def test_several_methods_in_one_process_match_separate_runs(results, autoencoder_run, reference_run, tmp_path):
+    """`massl train --method a,b` (the workflow's `train_job: setting`) trains the same runs as
+    one process per run: the autoencoder first, then the methods that reuse it."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(tiny_config(results)))
+    args = ["train", "--config", str(config), "--dataset", "brats18", "--setting", "2L2U", "--rep", "1",
+            "--device", "cpu", "--threads", "1"]
+    assert main([*args, "--method", "autoencoder,massl_alter", "--out", str(tmp_path / "one")]) == 2  # no {method}
+    out = tmp_path / "{method}"
+    assert main([*args, "--method", "autoencoder,pretrain_cnn,massl_alter", "--out", str(out),
+                 "--autoencoder", str(tmp_path / "autoencoder")]) == 0
+    assert_same_weights(weights(autoencoder_run), weights(tmp_path / "autoencoder"))
+    assert_same_weights(weights(reference_run), weights(tmp_path / "massl_alter"))
+    assert read_tsv(reference_run / "per_case.tsv") == read_tsv(tmp_path / "massl_alter" / "per_case.tsv")
+    separate = tmp_path / "separate"
+    run(results, separate, method="pretrain_cnn", autoencoder=autoencoder_run)
+    assert_same_weights(weights(separate), weights(tmp_path / "pretrain_cnn"))

@@ -1,5 +1,9 @@
 """Training patches: a uniformly random case, then a uniformly random crop (SPEC section 4).
 
+Option `foreground_fraction` (default 0 = the paper's uniform crop): that share of the samples
+is forced to contain target voxels, nnU-Net style (2D: a slice with target; 3D: a crop around a
+random target voxel). Cases without target fall back to the uniform crop.
+
 Volumes are the memory-mapped arrays of a `CaseStore`; only the crop is read, so sampling costs
 microseconds per patch however large the volumes are. All randomness comes from one
 `numpy.random.Generator`, whose state can be saved and restored for an exact resume.
@@ -22,7 +26,7 @@ class PatchSampler:
     """
 
     def __init__(self, store: CaseStore, case_ids: list[str], patch_size: list[int], spatial_dims: int,
-                 rng: np.random.Generator):
+                 rng: np.random.Generator, foreground_fraction: float = 0.0):
         if spatial_dims not in (2, 3):
             raise ConfigError(f"model.spatial_dims must be 2 or 3, got {spatial_dims}")
         if len(patch_size) != spatial_dims or min(int(p) for p in patch_size) < 1:
@@ -30,6 +34,9 @@ class PatchSampler:
                               f"spatial_dims {spatial_dims}, got {list(patch_size)}")
         if not case_ids:
             raise ConfigError("no cases to sample patches from (empty labeled/unlabeled set)")
+        if not 0.0 <= foreground_fraction <= 1.0:
+            raise ConfigError(f"training.foreground_fraction must be in [0, 1], got {foreground_fraction}")
+        self.foreground_fraction = float(foreground_fraction)
         self.case_ids = list(case_ids)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.spatial_dims = spatial_dims
@@ -41,26 +48,47 @@ class PatchSampler:
                 raise DataError(f"{store.folder}: case {case_id} image {image.shape} and label {label.shape} "
                                 f"must be 3D (z, y, x) arrays of one shape")
             self._volumes.append((image, label))
+        # target voxel coordinates per case, read once (only when oversampling is on)
+        self._foreground = [np.argwhere(np.asarray(label) == 1) if self.foreground_fraction else None
+                            for _, label in self._volumes]
 
     def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """(images float32 (N, 1, *patch), labels uint8 (N, 1, *patch))."""
         images = np.zeros((batch_size, 1, *self.patch_size), np.float32)
         labels = np.zeros((batch_size, 1, *self.patch_size), np.uint8)
         for n in range(batch_size):
-            image, label = self._volumes[self.rng.integers(len(self._volumes))]
+            index = self.rng.integers(len(self._volumes))
+            image, label = self._volumes[index]
+            # drawn only when oversampling is on, so the paper's sequence is unchanged without it
+            voxel = self._foreground_voxel(index) if self.foreground_fraction else None
             if self.spatial_dims == 2:
-                z = self.rng.integers(image.shape[0])
+                z = self.rng.integers(image.shape[0]) if voxel is None else voxel[0]
                 image, label = image[z], label[z]
-            source, target = self._window(image.shape)
+                voxel = None if voxel is None else voxel[1:]
+            source, target = self._window(image.shape, voxel)
             images[(n, 0, *target)] = image[source]
             labels[(n, 0, *target)] = label[source]
         return images, labels
 
-    def _window(self, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    def _foreground_voxel(self, index: int) -> np.ndarray | None:
+        """A uniformly random target voxel of case `index` with probability `foreground_fraction`."""
+        forced = self.rng.random() < self.foreground_fraction
+        voxels = self._foreground[index]
+        if not forced or not len(voxels):
+            return None
+        return voxels[self.rng.integers(len(voxels))]
+
+    def _window(self, shape: tuple[int, ...], voxel=None) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        """Source and patch slices of a uniformly random crop; with `voxel`, of a uniformly random
+        crop among those that contain it."""
         source, target = [], []
-        for size, patch in zip(shape, self.patch_size):
+        for axis, (size, patch) in enumerate(zip(shape, self.patch_size)):
             if size >= patch:
-                start = int(self.rng.integers(size - patch + 1))
+                if voxel is None:
+                    start = int(self.rng.integers(size - patch + 1))
+                else:
+                    low, high = max(0, int(voxel[axis]) - patch + 1), min(int(voxel[axis]), size - patch)
+                    start = int(self.rng.integers(low, high + 1))
                 source.append(slice(start, start + patch))
                 target.append(slice(0, patch))
             else:

@@ -36,8 +36,14 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     torch.save(state, buffer)
     payload = buffer.getvalue()
     wrapper = {"format": FORMAT, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}
-    with atomic_path(path) as tmp:
-        torch.save(wrapper, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        try:  # through a Python file, so that a full disk raises an OSError torch can only wrap
+            torch.save(wrapper, fh)
+        except RuntimeError as exc:  # torch's zip writer reports it as "unexpected pos ..."
+            cause = exc.__context__
+            if isinstance(cause, OSError):
+                raise OSError(cause.errno, cause.strerror) from exc
+            raise
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

@@ -183,6 +183,30 @@ class TrainData:
         return {name: s for name, s in (("labeled", self.labeled), ("unlabeled", self.unlabeled)) if s is not None}
 
 
+def draw_batch(data: TrainData, cfg: TrainConfig, device: torch.device, labeled: bool, unlabeled: bool) -> Batch:
+    """One iteration's batches on `device`: `cfg.batch_size` labeled patches (image, foreground
+    target, ignore mask) and/or as many unlabeled images, augmented when `cfg.augment`."""
+    n, batch = cfg.batch_size, Batch()
+    if labeled:
+        image, label = _to_device(device, *data.labeled.sample(n))
+        if cfg.augment:
+            image, label = augment_batch(image, label, cfg, data.augment_generator)
+        batch.image, batch.target, batch.mask = image, (label == 1).float(), (label != IGNORE_LABEL).float()
+    if unlabeled:
+        image, _ = _to_device(device, data.unlabeled.sample(n)[0], None)
+        if cfg.augment:
+            image, _ = augment_batch(image, None, cfg, data.augment_generator)
+        batch.unlabeled = image
+    return batch
+
+
+def _to_device(device: torch.device, image: np.ndarray, label: np.ndarray | None):
+    image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device, non_blocking=True)
+    if label is not None:
+        label = torch.from_numpy(np.ascontiguousarray(label)).to(device, non_blocking=True)
+    return image, label
+
+
 class Trainer:
     def __init__(self, strategy: Strategy, data: TrainData, cfg: TrainConfig, schedule: Schedule,
                  validator: Validator, device: torch.device, fingerprint: dict,
@@ -206,7 +230,8 @@ class Trainer:
         started, elapsed_before = time.perf_counter(), self.elapsed
         progress = _Progress(total, self.iteration)
         while self.iteration < total and self.status == "converged":
-            batch = self._draw()
+            batch = draw_batch(self.data, self.cfg, self.device, self.strategy.uses_labeled,
+                               self.strategy.uses_unlabeled)
             try:
                 losses = self.strategy.step(batch)
             except NonFiniteLoss as exc:
@@ -227,28 +252,6 @@ class Trainer:
             if self.on_iteration is not None:
                 self.on_iteration(self.iteration)
         return self._result()
-
-    # Batches --------------------------------------------------------------------------------
-
-    def _draw(self) -> Batch:
-        n, batch = self.cfg.batch_size, Batch()
-        if self.strategy.uses_labeled:
-            image, label = self._to_device(*self.data.labeled.sample(n))
-            if self.cfg.augment:
-                image, label = augment_batch(image, label, self.cfg, self.data.augment_generator)
-            batch.image, batch.target, batch.mask = image, (label == 1).float(), (label != IGNORE_LABEL).float()
-        if self.strategy.uses_unlabeled:
-            image, _ = self._to_device(self.data.unlabeled.sample(n)[0], None)
-            if self.cfg.augment:
-                image, _ = augment_batch(image, None, self.cfg, self.data.augment_generator)
-            batch.unlabeled = image
-        return batch
-
-    def _to_device(self, image: np.ndarray, label: np.ndarray | None):
-        image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(self.device, non_blocking=True)
-        if label is not None:
-            label = torch.from_numpy(np.ascontiguousarray(label)).to(self.device, non_blocking=True)
-        return image, label
 
     # Validation, divergence, log -------------------------------------------------------------
 

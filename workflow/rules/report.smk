@@ -1,0 +1,37 @@
+# The replication report (our numbers beside the paper's, with a pass/fail checklist) and the
+# cost of the grid (every training and probe job's wall time and peak memory).
+
+
+rule replication_report:
+    input:
+        stats=expand(f"{RESULTS}/stats/{{dataset}}.tsv", dataset=DATASETS),
+        probe=f"{RESULTS}/tables/table3.csv",
+        paper=PAPER_VALUES,
+    output:
+        report(f"{RESULTS}/replication/report.html", caption="../report/replication.rst", category="Replication"),
+        f"{RESULTS}/replication/report.md",
+        f"{RESULTS}/replication/checklist.tsv",
+        multiext(f"{RESULTS}/replication/paper_vs_ours", ".png", ".pdf"),
+    params:
+        config=CONFIG_JSON,
+        out=output_folder,
+        rerun_when=fingerprint(config["replication"]),
+    conda:
+        "../../environment.yml"
+    log:
+        f"{RESULTS}/logs/replication.log",
+    shell:
+        "python -m analysis.replication --stats {input.stats} --probe-table {input.probe} "
+        "--paper {input.paper} --config {params.config} --out-dir {params.out} > {log} 2>&1"
+
+
+rule benchmark_summary:
+    input:
+        benchmark_files(),
+    output:
+        report(f"{RESULTS}/benchmarks/summary.tsv", caption="../report/benchmarks.rst", category="Cost"),
+    log:
+        f"{RESULTS}/logs/benchmark_summary.log",
+    run:
+        merge_benchmarks(input, output[0])
+        Path(log[0]).write_text(f"{len(input)} job timings -> {output[0]}\n")

@@ -1,0 +1,47 @@
+# Tables 1-2 (Dice per method and setting, with significance marks) and Table 3 (probe R²).
+
+
+rule table_results:
+    input:
+        stats_for_table,
+    output:
+        report(f"{RESULTS}/tables/{{table}}.csv", caption="../report/table_results.rst", category="Tables"),
+        multiext(f"{RESULTS}/tables/{{table}}", ".md", ".tex"),
+        report(
+            f"{RESULTS}/tables/{{table}}_extended.csv",
+            caption="../report/table_results_extended.rst",
+            category="Tables",
+        ),
+        multiext(f"{RESULTS}/tables/{{table}}_extended", ".md", ".tex"),
+    params:
+        prefix=output_stem,
+        caption=table_caption,
+        methods=",".join(METHODS),
+        settings=table_settings,
+    conda:
+        "../../environment.yml"
+    log:
+        f"{RESULTS}/logs/tables/{{table}}.log",
+    wildcard_constraints:
+        table="|".join(results_table(d) for d in DATASETS),
+    shell:
+        "python -m analysis.tables results --stats {input} --out-prefix {params.prefix} "
+        "--caption {params.caption:q} --methods {params.methods} --settings {params.settings} > {log} 2>&1"
+
+
+rule table_probe:
+    input:
+        probe_files(),
+    output:
+        report(f"{RESULTS}/tables/table3.csv", caption="../report/table_probe.rst", category="Tables"),
+        multiext(f"{RESULTS}/tables/table3", ".md", ".tex"),
+    params:
+        prefix=output_stem,
+        caption=probe_caption(),
+    conda:
+        "../../environment.yml"
+    log:
+        f"{RESULTS}/logs/tables/table3.log",
+    shell:
+        "python -m analysis.tables probe --probe-files {input} --out-prefix {params.prefix} "
+        "--caption {params.caption:q} > {log} 2>&1"
