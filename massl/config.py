@@ -43,6 +43,7 @@ class TrainConfig:
     epochs_by_labeled: list[list[int]] = field(default_factory=lambda: [[20, 252], [50, 152], [120, 52]])
     max_iterations: int | None = None  # optional hard cap on total iterations
     validate_every_epochs: int = 20
+    validate_every_iterations: int | None = None  # overrides validate_every_epochs when set
     max_validation_cases: int | None = None  # None = all validation cases
     attention_grad: str = "detach"  # SPEC option: detach (paper) | encoder (released code)
     foreground_fraction: float = 0.0  # labeled patches forced to hold target (0 = paper's uniform crop)
@@ -69,6 +70,8 @@ class TrainConfig:
         for name in ("lr_joint", "lr_segmentation", "lr_reconstruction", "lr_gamma"):
             if not float(getattr(self, name)) > 0:
                 raise ConfigError(f"training.{name} must be > 0, got {getattr(self, name)}")
+        if self.validate_every_iterations is not None and self.validate_every_iterations <= 0:
+            raise ConfigError(f"training.validate_every_iterations must be > 0 or null, got {self.validate_every_iterations}")
         if self.max_iterations is not None and self.max_iterations <= 0:
             raise ConfigError(f"training.max_iterations must be > 0 or null, got {self.max_iterations}")
         for row in self.epochs_by_labeled:

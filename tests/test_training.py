@@ -144,6 +144,9 @@ def test_schedule_follows_the_released_budget():
     assert training_schedule(cfg, n_labeled=5, n_unlabeled=0).iterations == 15  # no unlabeled: |L| per epoch
     cfg.max_iterations = 4
     assert training_schedule(cfg, n_labeled=5, n_unlabeled=3).iterations == 4
+    cfg.max_iterations, cfg.validate_every_iterations = None, 4  # a period in iterations wins
+    schedule = training_schedule(cfg, n_labeled=5, n_unlabeled=3)
+    assert [k for k in range(1, 10) if schedule.validates_at(k)] == [4, 8, 9]
 
 
 class ConstantReconstruction:

@@ -103,7 +103,8 @@ def tumor_case(seed: int, index: int, grid: Grid) -> SyntheticCase:
     rng = np.random.default_rng([seed, _STREAM["brats18"], index])
     coords = anatomy.random_warp(rng, grid)
     centre = _pick_centre(rng, coords, grid)
-    radius = float(np.exp(rng.uniform(np.log(8.0), np.log(32.0))))  # whole tumour, mm: small to large
+    # whole tumour (oedema included), mm: about 10-270 ml, the range of BraTS 2018 HGG cases
+    radius = float(np.exp(rng.uniform(np.log(14.0), np.log(40.0))))
     coords = anatomy.push_from(coords, grid, centre, radius_mm=1.3 * radius,
                                strength=rng.uniform(0.1, 0.35) * min(1.0, radius / 20.0))
     maps = anatomy.sample(coords, grid, ("gm", "wm", "brain"))

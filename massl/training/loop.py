@@ -60,7 +60,8 @@ class Schedule:
 
 def training_schedule(cfg: TrainConfig, n_labeled: int, n_unlabeled: int) -> Schedule:
     """The released budget: epochs_for(|L|) epochs of min(|L|, |U|) iterations, capped by
-    max_iterations; validation every validate_every_epochs epochs and at the end."""
+    max_iterations; validation every validate_every_epochs epochs (or validate_every_iterations
+    iterations, when set) and at the end."""
     epoch_length = min(n_labeled, n_unlabeled) if n_unlabeled else n_labeled
     if epoch_length <= 0:
         raise ConfigError(f"no training cases: {n_labeled} labeled, {n_unlabeled} unlabeled")
@@ -70,7 +71,7 @@ def training_schedule(cfg: TrainConfig, n_labeled: int, n_unlabeled: int) -> Sch
     return Schedule(
         iterations=iterations,
         epoch_length=epoch_length,
-        validate_every=cfg.validate_every_epochs * epoch_length,
+        validate_every=cfg.validate_every_iterations or cfg.validate_every_epochs * epoch_length,
         checkpoint_every=cfg.checkpoint_every_iterations,
         log_every=max(1, math.ceil(iterations / MAX_LOG_ROWS)),
     )
