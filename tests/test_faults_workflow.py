@@ -42,6 +42,9 @@ def fault_grid(config: dict) -> None:
     config.update(repetitions=1, methods=METHODS)
     config["datasets"] = {"brats18": {**config["datasets"]["brats18"], "settings": {"4L8U": [4, 8]}}}
     config["training"]["lr_joint"] = 1e30
+    # long enough (seconds) that the interrupt lands while the converging runs still train: the
+    # diverging run stops at its first step and is the first to finish
+    config["training"].update(epochs_by_labeled=[[4, 50]], max_iterations=150)
     config["probe"].update(setting="4L8U", methods=["cnn"])
 
 
