@@ -176,7 +176,7 @@ def train_run(spec: RunSpec, device: str = "auto", on_iteration=None) -> dict:
     amp_dtype = autocast_dtype(spec.training.amp, dev)
     split, store = load_split(spec.split_path), CaseStore(spec.store_path)
     trainer, kwargs, autoencoder_meta = build_trainer(spec, split, store, dev, amp_dtype, on_iteration)
-    check_writable(spec.out)
+    check_writable(spec.out)  # after the inputs are checked: a bad input leaves no run folder
     for marker in ("summary.json", "model.pt"):  # a rerun must not look finished before it is
         (spec.out / marker).unlink(missing_ok=True)
     result = trainer.run()
@@ -421,7 +421,6 @@ def cli_train(args) -> int:
             log.info("run %d/%d: %s", index, len(specs), spec.method.id)
         train_run(spec, device=args.device)
     return 0
-
 
 
 def cli_evaluate(args) -> int:

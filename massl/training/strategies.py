@@ -28,9 +28,9 @@ from torch.optim.lr_scheduler import StepLR
 from massl.config import TrainConfig
 from massl.losses import (
     attention_reconstruction_loss,
+    binary_cross_entropy,
     reconstruction_mse,
     segmentation_for_attention,
-    binary_cross_entropy,
     soft_dice_loss,
 )
 from massl.methods import Method

@@ -314,12 +314,13 @@ def autoencoder_arg(wildcards):
     return f"--autoencoder {autoencoder_run(wildcards)}"
 
 
-def scaled_by_attempt(kind, key):
+def scaled_by_attempt(kind, key, runs=1):
     """A resource that grows with each retry: a job killed at its wall-time or memory limit
-    comes back with twice (three times, ...) the request, and resumes from its checkpoint."""
+    comes back with twice (three times, ...) the request, and resumes from its checkpoint.
+    `runs`: how many runs the job trains one after the other (`train_job: setting`)."""
 
     def resource(wildcards, attempt):
-        return config["resources"][kind][key] * attempt
+        return config["resources"][kind][key] * attempt * runs
 
     return resource
 

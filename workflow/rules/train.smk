@@ -109,7 +109,7 @@ else:
         threads: TRAIN_RESOURCES["threads"]
         resources:
             mem_mb=scaled_by_attempt("train", "mem_mb"),
-            runtime=lambda wildcards, attempt: TRAIN_RESOURCES["runtime"] * attempt * len(setting_job_methods()),
+            runtime=scaled_by_attempt("train", "runtime", runs=len(setting_job_methods())),
             gpu=TRAIN_RESOURCES["gpu"],
             gpu_model=gpu_model("train"),
         shell:
