@@ -5,10 +5,12 @@ Two worker processes measure, one after the other, from identical weights and ba
 
     project     what `massl train` runs: the strategies of `massl.training` (each image
                 encoded once per update, the attention map taken from that same pass), the
-                precision `training.amp` picks, tcmalloc preloaded when it is installed
+                precision `training.amp` picks, `massl.cpu_conv`, fused Adam, tcmalloc
+                preloaded when it is installed
     reference   the straightforward implementation: full `model(x)` passes whose unused
                 outputs are computed anyway, the unlabeled batch segmented by a pass of its own
-                before the training pass, eager fp32, the default allocator
+                before the training pass, eager fp32, PyTorch's own convolution kernels and
+                Adam, the default allocator
 
 Separate processes are what let the allocator differ. A step time is the median of timed
 iterations after warm-up; its FLOPs (convolutions and matrix products, forward and backward)
@@ -47,6 +49,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from massl.allocator import preload_env, tcmalloc_path
 from massl.config import ModelConfig, TrainConfig
+from massl.cpu_conv import use_onednn
 from massl.data.sampling import PatchSampler
 from massl.data.store import CASES_COLUMNS, CaseStore
 from massl.errors import ConfigError, MasslError
@@ -86,7 +89,7 @@ SCALES = (DEMO, PAPER)
 # memory an allocator kept from one measurement never counts as the next one's peak.
 STRATEGY_METHODS = {"supervised": "cnn", "pretrain": "autoencoder", "alternating": "massl_alter", "joint": "massl_l07"}
 # (warm-up, timed) iterations per scale; quick mode on a CPU skips the slowest paper-scale steps.
-REPEATS = {"demo": (3, 20), "paper": (1, 2)}
+REPEATS = {"demo": (5, 50), "paper": (1, 2)}  # demo steps are short and noisy: many of them
 QUICK_REPEATS = {"demo": (2, 10), "paper": (1, 1)}
 QUICK_CPU_PAPER_STRATEGIES = ("supervised", "pretrain")
 BRATS_VOLUME = (155, 200, 200)  # a preprocessed BraTS scan (z, y, x)
@@ -256,11 +259,13 @@ def make_step(impl: str, scale: Scale, method: Method, device: torch.device, see
     model.to(device).train()
     batch = synthetic_batch(scale, device, seed)
     if impl == "reference":
+        use_onednn(model, False)
         step = ReferenceStep(model, method, cfg)
         return lambda: step(batch), {"amp": "off"}
     if impl != "project":
         raise ValueError(f"impl must be 'project' or 'reference', got {impl!r}")
     amp_dtype = autocast_dtype(cfg.amp, device)
+    use_onednn(model, cfg.cpu_conv3d == "onednn")
     strategy = make_strategy(model, method, cfg, amp_dtype)
     return lambda: strategy.step(batch)["loss"], {"amp": "off" if amp_dtype is None else str(amp_dtype).split(".")[-1]}
 

@@ -53,6 +53,7 @@ class TrainConfig:
     rotate_degrees: float = 10.0
     scale_range: list[float] = field(default_factory=lambda: [0.9, 1.1])
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | off | bf16
+    cpu_conv3d: str = "onednn"  # onednn (massl.cpu_conv) | torch (PyTorch's own kernel choice)
     checkpoint_every_iterations: int = 200
     seed: int = 0  # base seed; a run's seed is derived from it and the repetition
     threshold: float = 0.5
@@ -62,6 +63,7 @@ class TrainConfig:
     def validate(self) -> None:
         _choice("training.attention_grad", self.attention_grad, ("detach", "encoder"))
         _choice("training.amp", self.amp, ("auto", "off", "bf16"))
+        _choice("training.cpu_conv3d", self.cpu_conv3d, ("onednn", "torch"))
         _choice("training.dice_over", self.dice_over, ("sample", "batch"))
         _choice("training.seg_loss", self.seg_loss, ("dice", "dice_bce"))
         for name in ("batch_size", "lr_step_iterations", "validate_every_epochs", "checkpoint_every_iterations"):

@@ -11,11 +11,12 @@ import torch
 from torch import Tensor, nn
 
 from massl.config import ModelConfig
+from massl.cpu_conv import Conv3d
 from massl.methods import Method
 
 
 def _conv(spatial_dims: int, cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Module:
-    conv = {2: nn.Conv2d, 3: nn.Conv3d}[spatial_dims]
+    conv = {2: nn.Conv2d, 3: Conv3d}[spatial_dims]
     return conv(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=True)
 
 

@@ -16,6 +16,7 @@ from massl.methods import METHODS, get_method
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
 TINY = bench.Scale("tiny", 2, (8, 8), 2, channels=(4, 8))
+TINY_3D = bench.Scale("tiny3d", 3, (4, 8, 8), 1, channels=(4, 8))  # 3D: the project takes massl.cpu_conv
 STEP_KEYS = {"strategy", "scale", "seconds_per_iteration", "gflops", "fraction_of_ceiling",
              "reference_seconds_per_iteration", "speedup_vs_reference"}
 
@@ -31,11 +32,12 @@ def test_count_gflop_of_a_matmul_and_a_convolution():
     assert bench.count_gflop(lambda: conv(x).sum().backward()) == pytest.approx(2 * forward / 1e9)
 
 
+@pytest.mark.parametrize("scale", [TINY, TINY_3D], ids=lambda s: s.name)
 @pytest.mark.parametrize("strategy", list(bench.STRATEGY_METHODS))
-def test_reference_step_makes_the_same_updates_as_the_project(strategy):
+def test_reference_step_makes_the_same_updates_as_the_project(strategy, scale):
     method = get_method(bench.STRATEGY_METHODS[strategy])
-    project, _ = bench.make_step("project", TINY, method, CPU, seed=3)
-    reference, info = bench.make_step("reference", TINY, method, CPU, seed=3)
+    project, _ = bench.make_step("project", scale, method, CPU, seed=3)
+    reference, info = bench.make_step("reference", scale, method, CPU, seed=3)
     assert info == {"amp": "off"}
     for _ in range(3):  # equal losses after updates: same gradients, same optimizer steps
         assert reference() == pytest.approx(project(), rel=1e-4, abs=1e-6)

@@ -16,6 +16,7 @@ from massl.config import ModelConfig, TrainConfig
 from massl.errors import ConfigError
 from massl.methods import AUTOENCODER, METHODS, get_method
 from massl.model import MASSLNet
+from massl.training import run as training_run
 from massl.training import strategies
 from massl.training.augment import affine_theta, augment_batch, warp_batch
 from massl.training.checkpoint import load_checkpoint, load_model
@@ -409,3 +410,11 @@ def test_several_methods_in_one_process_match_separate_runs(results, autoencoder
     separate = tmp_path / "separate"
     run(results, separate, method="pretrain_cnn", autoencoder=autoencoder_run)
     assert_same_weights(weights(separate), weights(tmp_path / "pretrain_cnn"))
+
+
+def test_cpu_conv3d_option_reaches_the_model(results, tmp_path, monkeypatch):
+    seen = []
+    real = training_run.use_onednn
+    monkeypatch.setattr(training_run, "use_onednn", lambda model, enabled: seen.append(enabled) or real(model, enabled))
+    run(results, tmp_path / "cnn", method="cnn", cpu_conv3d="torch")
+    assert seen == [False]
