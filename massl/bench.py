@@ -13,12 +13,15 @@ Two worker processes measure, one after the other, from identical weights and ba
                 Adam, the default allocator
 
 Separate processes are what let the allocator differ. A step time is the median of timed
-iterations after warm-up; its FLOPs (convolutions and matrix products, forward and backward)
-come from `torch.utils.flop_counter` on the first warm-up iteration.
+iterations after warm-up; at the demo scale, whose steps are short enough for a shared
+machine's drift to favour whichever path runs first, the median over rounds in which the two
+paths alternate. FLOPs (convolutions and matrix products, forward and backward) come from
+`torch.utils.flop_counter` on the first warm-up iteration.
 
-    python -m massl.bench worker --impl project --out FILE.json [--quick] [--device D] [--threads N]
+    python -m massl.bench worker --impl project --out FILE.json [--scales demo,paper] [--no-extras]
+                                 [--quick] [--device D] [--threads N]
 
-is the worker; `massl bench` starts it twice and merges what the two write.
+is the worker; `massl bench` starts it per path and round and merges what they write.
 """
 
 from __future__ import annotations
@@ -89,8 +92,11 @@ SCALES = (DEMO, PAPER)
 # memory an allocator kept from one measurement never counts as the next one's peak.
 STRATEGY_METHODS = {"supervised": "cnn", "pretrain": "autoencoder", "alternating": "massl_alter", "joint": "massl_l07"}
 # (warm-up, timed) iterations per scale; quick mode on a CPU skips the slowest paper-scale steps.
-REPEATS = {"demo": (5, 50), "paper": (1, 2)}  # demo steps are short and noisy: many of them
+REPEATS = {"demo": (3, 20), "paper": (1, 2)}
 QUICK_REPEATS = {"demo": (2, 10), "paper": (1, 1)}
+# Demo steps last tens of milliseconds and a shared machine's speed drifts over seconds: the two
+# paths measure them in alternating rounds, and a step's time is the median over the rounds.
+DEMO_ROUNDS, QUICK_DEMO_ROUNDS = 5, 3
 QUICK_CPU_PAPER_STRATEGIES = ("supervised", "pretrain")
 BRATS_VOLUME = (155, 200, 200)  # a preprocessed BraTS scan (z, y, x)
 LOADING_DRAWS = 20
@@ -296,11 +302,12 @@ def measure_step(impl: str, scale: Scale, strategy: str, device: torch.device, w
             "peak_memory_mb": timing["peak_memory_mb"], "repeats": repeats, **info}
 
 
-def step_plan(quick: bool, device: torch.device) -> list[tuple[Scale, str, int, int]]:
-    """(scale, strategy, warm-up, timed) of every step measurement, in measuring order."""
+def step_plan(quick: bool, device: torch.device, scales: tuple[str, ...] = ("demo", "paper")
+              ) -> list[tuple[Scale, str, int, int]]:
+    """(scale, strategy, warm-up, timed) of every step measurement at `scales`, in measuring order."""
     repeats = QUICK_REPEATS if quick else REPEATS
     plan = []
-    for scale in SCALES:
+    for scale in (s for s in SCALES if s.name in scales):
         for strategy in STRATEGY_METHODS:
             if quick and device.type == "cpu" and scale is PAPER and strategy not in QUICK_CPU_PAPER_STRATEGIES:
                 continue
@@ -381,23 +388,30 @@ def measure_inference(device: torch.device, quick: bool, volume_shape=BRATS_VOLU
 
 # Worker and report ------------------------------------------------------------------------------
 
-def measure(impl: str, quick: bool = False, device: str = "auto", threads: int | None = None) -> dict:
-    """Everything one worker measures: the steps of `impl`; for the project path also the
-    machine, its ceiling, loading and inference."""
+def measure(impl: str, quick: bool = False, device: str = "auto", threads: int | None = None,
+            scales: tuple[str, ...] = ("demo", "paper"), extras: bool = True) -> dict:
+    """What one worker measures: the steps of `impl` at `scales`; with `extras`, for the project
+    path, also the machine, its ceiling, loading and inference."""
     dev = pick_device(device)
     if threads is not None:
         torch.set_num_threads(threads)
-    plan = step_plan(quick, dev)
+    plan = step_plan(quick, dev, scales)
+    with_extras = impl == "project" and extras
+    # The ceiling is a best rate: measured before and after the steps, so that one slow
+    # moment of a shared machine does not lower it.
+    ceilings = [matmul_ceiling_gflops(dev)] if with_extras else []
     started, steps = time.perf_counter(), []
     for k, (scale, strategy, warmup, repeats) in enumerate(plan, 1):
         steps.append(measure_step(impl, scale, strategy, dev, warmup, repeats))
         log.info("%s [%d/%d] %s %s: %.4g s/iteration (%.0f s elapsed)", impl, k, len(plan), scale.name, strategy,
                  steps[-1]["seconds_per_iteration"], time.perf_counter() - started)
     result = {"impl": impl, "steps": steps}
-    if impl == "project":
+    if with_extras:
         result["machine"] = {**machine_info(dev), "quick": quick}
-        result["ceiling_gflops"] = matmul_ceiling_gflops(dev)
-        log.info("fp32 matmul ceiling: %.1f GFLOP/s", result["ceiling_gflops"])
+        ceilings.append(matmul_ceiling_gflops(dev))
+        result["ceiling_gflops"] = max(ceilings)
+        log.info("fp32 matmul ceiling: %.1f GFLOP/s (best of %s)", result["ceiling_gflops"],
+                 ", ".join(f"{c:.1f}" for c in ceilings))
         result["loading"] = measure_loading(dev)
         result["inference"] = measure_inference(dev, quick)
         log.info("inference of a %s volume: %.1f s", "x".join(map(str, BRATS_VOLUME)), result["inference"]["seconds"])
@@ -420,6 +434,7 @@ def merge_results(project: dict, reference: dict) -> dict:
             "reference_seconds_per_iteration": other["seconds_per_iteration"] if other else None,
             "reference_gflop_per_iteration": other["gflop_per_iteration"] if other else None,
             "reference_peak_memory_mb": other["peak_memory_mb"] if other else None,
+            "reference_round_seconds_per_iteration": other.get("round_seconds_per_iteration") if other else None,
             "speedup_vs_reference": other["seconds_per_iteration"] / step["seconds_per_iteration"] if other else None,
         })
     supervised = {s["scale"]: s["seconds_per_iteration"] for s in steps if s["strategy"] == "supervised"}
@@ -464,25 +479,52 @@ def paper_grid_hours(steps: list[dict], seconds_per_window: float, grid: dict = 
 
 
 def run_bench(quick: bool = False, device: str = "auto", threads: int | None = None) -> dict:
-    """Measure the project path, then the reference, each in a worker process of its own."""
+    """Measure both paths, each in worker processes of its own: the demo scale in alternating
+    rounds, then the paper scale (and, with the project path, the machine, loading, inference)."""
     library = tcmalloc_path()
     if library is None:
         log.warning("tcmalloc not found (Debian: apt-get install libtcmalloc-minimal4; conda: gperftools): "
                     "the project path runs with the default allocator")
-    results = {}
-    for impl, env in (("project", preload_env(dict(os.environ), library)),
-                      ("reference", preload_env(dict(os.environ), None))):
+    envs = {"project": preload_env(dict(os.environ), library), "reference": preload_env(dict(os.environ), None)}
+    rounds = QUICK_DEMO_ROUNDS if quick else DEMO_ROUNDS
+    schedule = [(impl, "demo", f"demo scale, round {k}/{rounds}") for k in range(1, rounds + 1)
+                for impl in ("project", "reference")]
+    schedule += [(impl, "paper", "paper scale") for impl in ("project", "reference")]
+    results = {"project": {"steps": []}, "reference": {"steps": []}}
+    for impl, scale, what in schedule:
         with tempfile.TemporaryDirectory(prefix="massl-bench-") as tmp:
             out = Path(tmp) / f"{impl}.json"
-            argv = [sys.executable, "-m", "massl.bench", "worker", "--impl", impl, "--out", str(out), "--device", device]
+            argv = [sys.executable, "-m", "massl.bench", "worker", "--impl", impl, "--out", str(out), "--device", device,
+                    "--scales", scale]
             argv += ["--quick"] if quick else []
             argv += ["--threads", str(threads)] if threads is not None else []
-            log.info("measuring the %s path", impl)
-            code = subprocess.run(argv, env=env, check=False).returncode
+            argv += [] if scale == "paper" else ["--no-extras"]
+            log.info("measuring the %s path (%s)", impl, what)
+            code = subprocess.run(argv, env=envs[impl], check=False).returncode
             if code != 0:
                 raise MasslError(f"the {impl} benchmark worker failed (exit code {code}); its messages are above")
-            results[impl] = json.loads(out.read_text())
+            measured = json.loads(out.read_text())
+        results[impl]["steps"] += measured.pop("steps")
+        results[impl].update(measured)
+    for result in results.values():
+        result["steps"] = combine_rounds(result["steps"])
     return merge_results(results["project"], results["reference"])
+
+
+def combine_rounds(steps: list[dict]) -> list[dict]:
+    """One entry per (scale, strategy), in first-measured order: the median of the rounds'
+    step times (each itself a median), the highest peak memory, all timed repeats."""
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for step in steps:
+        grouped.setdefault((step["scale"], step["strategy"]), []).append(step)
+    combined = []
+    for rounds in grouped.values():
+        seconds = [r["seconds_per_iteration"] for r in rounds]
+        peaks = [r["peak_memory_mb"] for r in rounds if r["peak_memory_mb"] is not None]
+        combined.append({**rounds[0], "seconds_per_iteration": statistics.median(seconds),
+                         "round_seconds_per_iteration": seconds, "peak_memory_mb": max(peaks) if peaks else None,
+                         "repeats": sum(r["repeats"] for r in rounds)})
+    return combined
 
 
 def format_report(report: dict) -> str:
@@ -540,9 +582,12 @@ def _worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--scales", default="demo,paper", help="comma-separated: demo, paper")
+    parser.add_argument("--no-extras", action="store_true", help="steps only: no machine, loading or inference")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    atomic_write_json(args.out, measure(args.impl, args.quick, args.device, args.threads))
+    atomic_write_json(args.out, measure(args.impl, args.quick, args.device, args.threads,
+                                        tuple(args.scales.split(",")), extras=not args.no_extras))
     return 0
 
 

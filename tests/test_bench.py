@@ -157,3 +157,21 @@ def test_shell_prefix_keeps_what_ld_preload_already_holds(monkeypatch):
     monkeypatch.setattr(allocator, "tcmalloc_path", lambda: None)
     assert allocator.shell_prefix() == ""
 
+
+
+def test_rounds_combine_to_the_median_time_and_the_highest_peak():
+    def step(scale, strategy, seconds, peak):
+        return {"scale": scale, "strategy": strategy, "seconds_per_iteration": seconds, "peak_memory_mb": peak,
+                "repeats": 10, "gflop_per_iteration": 1.0}
+    rounds = [step("demo", "joint", s, p) for s, p in ((0.3, 100), (0.1, 300), (0.2, 200))]
+    combined = bench.combine_rounds([step("demo", "supervised", 0.05, 90), *rounds, step("paper", "joint", 9.0, None)])
+    assert [(c["scale"], c["strategy"]) for c in combined] == [("demo", "supervised"), ("demo", "joint"),
+                                                               ("paper", "joint")]
+    joint = combined[1]
+    assert joint["seconds_per_iteration"] == 0.2 and joint["peak_memory_mb"] == 300 and joint["repeats"] == 30
+    assert joint["round_seconds_per_iteration"] == [0.3, 0.1, 0.2] and combined[2]["peak_memory_mb"] is None
+
+
+def test_step_plan_keeps_only_the_asked_scales():
+    assert {s.name for s, *_ in bench.step_plan(False, CPU, ("demo",))} == {"demo"}
+    assert len(bench.step_plan(True, CPU, ("paper",))) == len(bench.QUICK_CPU_PAPER_STRATEGIES)

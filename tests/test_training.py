@@ -412,6 +412,20 @@ def test_several_methods_in_one_process_match_separate_runs(results, autoencoder
     assert_same_weights(weights(separate), weights(tmp_path / "pretrain_cnn"))
 
 
+def test_3d_runs_train_alike_through_either_convolution_path(results, tmp_path):
+    """The paper's 3D network in the training loop, with massl.cpu_conv and without: the same
+    losses up to float rounding over 6 updates."""
+    losses = {}
+    for cpu_conv3d in ("onednn", "torch"):
+        config = tiny_config(results, patch_size=[8, 16, 16], batch_size=1, max_iterations=6, cpu_conv3d=cpu_conv3d)
+        config["model"]["spatial_dims"] = 3
+        out = tmp_path / cpu_conv3d
+        train_run(resolve_run(config, "brats18", "2L2U", "massl_l07", 1, out), device="cpu")
+        losses[cpu_conv3d] = [float(row["loss"]) for row in read_tsv(out / "train_log.tsv")]
+    assert len(losses["onednn"]) == 6 and all(math.isfinite(v) for v in losses["onednn"])
+    assert losses["onednn"] == pytest.approx(losses["torch"], rel=1e-3)
+
+
 def test_cpu_conv3d_option_reaches_the_model(results, tmp_path, monkeypatch):
     seen = []
     real = training_run.use_onednn
