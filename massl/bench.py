@@ -1,7 +1,7 @@
 """`massl bench`: training and inference speed on this machine, against its own fp32
 matrix-multiply ceiling and against a plain reference implementation (issue 6).
 
-Two worker processes measure, one after the other, from identical weights and batches:
+Worker processes measure the two paths from identical weights and batches:
 
     project     what `massl train` runs: the strategies of `massl.training` (each image
                 encoded once per update, the attention map taken from that same pass), the
