@@ -52,7 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from massl.allocator import preload_env, tcmalloc_path
 from massl.config import ModelConfig, TrainConfig
-from massl.cpu_conv import use_onednn
+from massl.cpu_conv import set_cpu_conv3d
 from massl.data.sampling import PatchSampler
 from massl.data.store import CASES_COLUMNS, CaseStore
 from massl.errors import ConfigError, MasslError
@@ -88,6 +88,7 @@ class Scale:
 PAPER = Scale("paper", 3, (32, 128, 128), 1)  # SPEC section 1
 DEMO = Scale("demo", 2, (32, 32), 4)  # the demo grid, config/config.yaml
 SCALES = (DEMO, PAPER)
+SCALE_NAMES = tuple(s.name for s in SCALES)
 # The method whose step stands for each strategy, in measuring order: growing memory, so that
 # memory an allocator kept from one measurement never counts as the next one's peak.
 STRATEGY_METHODS = {"supervised": "cnn", "pretrain": "autoencoder", "alternating": "massl_alter", "joint": "massl_l07"}
@@ -265,13 +266,13 @@ def make_step(impl: str, scale: Scale, method: Method, device: torch.device, see
     model.to(device).train()
     batch = synthetic_batch(scale, device, seed)
     if impl == "reference":
-        use_onednn(model, False)
+        set_cpu_conv3d(model, "torch")
         step = ReferenceStep(model, method, cfg)
         return lambda: step(batch), {"amp": "off"}
     if impl != "project":
         raise ValueError(f"impl must be 'project' or 'reference', got {impl!r}")
     amp_dtype = autocast_dtype(cfg.amp, device)
-    use_onednn(model, cfg.cpu_conv3d == "onednn")
+    set_cpu_conv3d(model, cfg.cpu_conv3d)
     strategy = make_strategy(model, method, cfg, amp_dtype)
     return lambda: strategy.step(batch)["loss"], {"amp": "off" if amp_dtype is None else str(amp_dtype).split(".")[-1]}
 
@@ -302,7 +303,7 @@ def measure_step(impl: str, scale: Scale, strategy: str, device: torch.device, w
             "peak_memory_mb": timing["peak_memory_mb"], "repeats": repeats, **info}
 
 
-def step_plan(quick: bool, device: torch.device, scales: tuple[str, ...] = ("demo", "paper")
+def step_plan(quick: bool, device: torch.device, scales: tuple[str, ...] = SCALE_NAMES
               ) -> list[tuple[Scale, str, int, int]]:
     """(scale, strategy, warm-up, timed) of every step measurement at `scales`, in measuring order."""
     repeats = QUICK_REPEATS if quick else REPEATS
@@ -389,7 +390,7 @@ def measure_inference(device: torch.device, quick: bool, volume_shape=BRATS_VOLU
 # Worker and report ------------------------------------------------------------------------------
 
 def measure(impl: str, quick: bool = False, device: str = "auto", threads: int | None = None,
-            scales: tuple[str, ...] = ("demo", "paper"), extras: bool = True) -> dict:
+            scales: tuple[str, ...] = SCALE_NAMES, extras: bool = True) -> dict:
     """What one worker measures: the steps of `impl` at `scales`; with `extras`, for the project
     path, also the machine, its ceiling, loading and inference."""
     dev = pick_device(device)
@@ -582,7 +583,7 @@ def _worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--scales", default="demo,paper", help="comma-separated: demo, paper")
+    parser.add_argument("--scales", default=",".join(SCALE_NAMES), help=f"comma-separated: {', '.join(SCALE_NAMES)}")
     parser.add_argument("--no-extras", action="store_true", help="steps only: no machine, loading or inference")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -51,7 +51,6 @@ class _OneDNNConv3d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
         return aten.mkldnn_convolution(x.contiguous(), weight.contiguous(), bias, _ONES, _ONES, _ONES, 1)
 
     @staticmethod
@@ -65,7 +64,7 @@ class _OneDNNConv3d(torch.autograd.Function):
             grad_x = aten.mkldnn_convolution(grad, adjoint, None, _ONES, _ONES, _ONES, 1)
         grad_w = grad_b = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            mask = [False, ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+            mask = [False, ctx.needs_input_grad[1], ctx.needs_input_grad[2]]  # False for a None bias
             grad_w, grad_b = _weight_grad(grad, x, weight, mask)
         return grad_x, grad_w, grad_b
 
@@ -97,7 +96,7 @@ def conv3d(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 class Conv3d(nn.Conv3d):
     """`nn.Conv3d` (same parameters and state dict) that takes `conv3d` where it applies and
-    `onednn` is on; `onednn = False` gives PyTorch's own kernel choice."""
+    `onednn` is on; `onednn = False` gives PyTorch's own kernel choice (`set_cpu_conv3d`)."""
 
     onednn = True
 
@@ -107,11 +106,14 @@ class Conv3d(nn.Conv3d):
         return super().forward(x)
 
 
-def use_onednn(model: nn.Module, enabled: bool) -> nn.Module:
-    """Switch every `Conv3d` of `model` to `conv3d` (True) or PyTorch's own choice (False)."""
+def set_cpu_conv3d(model: nn.Module, mode: str) -> nn.Module:
+    """Apply `training.cpu_conv3d` to every `Conv3d` of `model`: "onednn" = `conv3d`,
+    "torch" = PyTorch's own kernel choice."""
+    if mode not in ("onednn", "torch"):
+        raise ValueError(f"cpu_conv3d must be 'onednn' or 'torch', got {mode!r}")
     for module in model.modules():
         if isinstance(module, Conv3d):
-            module.onednn = enabled
+            module.onednn = mode == "onednn"
     return model
 
 

@@ -101,7 +101,7 @@ def write_mask(path: Path, mask: nib.Nifti1Image) -> None:
 def cli_predict(args) -> int:
     import torch
 
-    from massl.cpu_conv import use_onednn
+    from massl.cpu_conv import set_cpu_conv3d
     from massl.inference import autocast_dtype, pick_device, sliding_window_predict
     from massl.training.checkpoint import load_model
 
@@ -112,7 +112,7 @@ def cli_predict(args) -> int:
     model, meta = load_model(model_path, device)
     model.eval()
     fmt, options, train = model_settings(meta, args.format, model_path)
-    use_onednn(model, train.cpu_conv3d == "onednn")
+    set_cpu_conv3d(model, train.cpu_conv3d)
     amp = autocast_dtype(train.amp, device)
     scans = find_scans(Path(args.input), fmt)
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from massl.config import ModelConfig
-from massl.cpu_conv import Conv3d, applies, conv3d, use_onednn
+from massl.cpu_conv import Conv3d, applies, conv3d, set_cpu_conv3d
 from massl.methods import METHODS
 from massl.model import build_model
 
@@ -56,9 +56,9 @@ def test_model_step_and_flop_count_equal_with_and_without_onednn():
     cfg = ModelConfig(channels=[4, 8, 16])
     x = torch.rand(1, 1, 8, 16, 16, generator=torch.Generator().manual_seed(0))
     results = []
-    for enabled in (False, True):
+    for mode in ("torch", "onednn"):
         torch.manual_seed(0)
-        model = use_onednn(build_model(cfg, METHODS["massl_l07"]), enabled)
+        model = set_cpu_conv3d(build_model(cfg, METHODS["massl_l07"]), mode)
         counter = FlopCounterMode(display=False)
         with counter:
             seg, rec = model(x)
@@ -72,8 +72,10 @@ def test_model_step_and_flop_count_equal_with_and_without_onednn():
     assert flops1 == flops0 > 0
 
 
-def test_use_onednn_switches_every_3d_convolution():
-    model = use_onednn(build_model(ModelConfig(channels=[4, 8]), METHODS["cnn"]), False)
+def test_set_cpu_conv3d_switches_every_3d_convolution():
+    model = set_cpu_conv3d(build_model(ModelConfig(channels=[4, 8]), METHODS["cnn"]), "torch")
     convs = [m for m in model.modules() if isinstance(m, Conv3d)]
     assert convs and not any(m.onednn for m in convs)
-    assert all(m.onednn for m in use_onednn(model, True).modules() if isinstance(m, Conv3d))
+    assert all(m.onednn for m in set_cpu_conv3d(model, "onednn").modules() if isinstance(m, Conv3d))
+    with pytest.raises(ValueError, match="cpu_conv3d"):
+        set_cpu_conv3d(model, "mkl")

@@ -428,7 +428,7 @@ def test_3d_runs_train_alike_through_either_convolution_path(results, tmp_path):
 
 def test_cpu_conv3d_option_reaches_the_model(results, tmp_path, monkeypatch):
     seen = []
-    real = training_run.use_onednn
-    monkeypatch.setattr(training_run, "use_onednn", lambda model, enabled: seen.append(enabled) or real(model, enabled))
+    real = training_run.set_cpu_conv3d
+    monkeypatch.setattr(training_run, "set_cpu_conv3d", lambda model, mode: seen.append(mode) or real(model, mode))
     run(results, tmp_path / "cnn", method="cnn", cpu_conv3d="torch")
-    assert seen == [False]
+    assert seen == ["torch"]

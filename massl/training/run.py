@@ -31,7 +31,7 @@ from massl.config import (
     model_config,
     train_config,
 )
-from massl.cpu_conv import use_onednn
+from massl.cpu_conv import set_cpu_conv3d
 from massl.data.sampling import PatchSampler
 from massl.data.splits import load_split
 from massl.data.store import CaseStore
@@ -234,7 +234,7 @@ def build_trainer(spec: RunSpec, split: dict, store: CaseStore, device: torch.de
 
     seed_everything(spec.seed)
     kwargs = model_kwargs(spec.model, spec.method)
-    model = use_onednn(MASSLNet(**kwargs), spec.training.cpu_conv3d == "onednn")
+    model = set_cpu_conv3d(MASSLNet(**kwargs), spec.training.cpu_conv3d)
     autoencoder_meta = load_pretrained_encoder(model, spec) if spec.method.needs_autoencoder else None
     model.to(device).train()
     strategy = make_strategy(model, spec.method, spec.training, amp_dtype)
@@ -335,7 +335,7 @@ def evaluate_run(run: str | Path, config: dict, device: str = "auto") -> dict:
     spec = resolve_run({**meta["config"], "results_dir": config.get("results_dir", "results")}, meta["dataset"],
                        meta["setting"], meta["method"], meta["rep"], run, autoencoder=meta["paths"]["autoencoder"])
     spec.training = train_config(meta["training"])  # score exactly as the run was trained
-    use_onednn(model, spec.training.cpu_conv3d == "onednn")
+    set_cpu_conv3d(model, spec.training.cpu_conv3d)
     summary_path = run / "summary.json"
     try:
         summary = json.loads(summary_path.read_text())
