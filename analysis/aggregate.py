@@ -4,9 +4,12 @@
         --out-cases results/metrics/<d>.tsv --out-runs results/metrics/<d>_runs.tsv
 
 Each RUN_DIR (`results/runs/<d>/<setting>/<method>/rep<r>`) holds `per_case.tsv`,
-`summary.json` and `train_log.tsv`. Every case row gets its run's `status`
-(converged | diverged), `data_source` (synthetic | real) and `scale` from `summary.json`, so the
-statistics and the replication report know where the numbers come from.
+`summary.json` and `train_log.tsv`, and (runs trained since issue 13) `per_case_final.tsv`.
+Every case row gets its run's `status` (converged | diverged), `data_source` (synthetic | real),
+`scale`, `stop_reason` (plateau | budget | diverged; empty = not recorded) and `still_improving`
+(True | False; empty = not recorded) from `summary.json`, and `dice_final`, the same scan's Dice
+with the run's final weights (empty without `per_case_final.tsv`). Folders written before these
+fields existed are read as "unknown", never refused.
 """
 
 from __future__ import annotations
@@ -35,8 +38,13 @@ CASE_COLUMNS = (*KEYS, "case_id", "site", "dice", "hd95", "avd", "status")
 SUMMARY_KEYS = (*KEYS, "status", "data_source", "scale")
 STATUSES = ("converged", "diverged")
 DATA_SOURCES = ("synthetic", "real")
-RUN_COLUMNS = (*KEYS, "status", "n_test", "n_scored", "mean_dice", "best_iteration", "iterations",
-               "logged_iterations", "wall_seconds", "data_source", "scale", "run_dir")
+STOP_REASONS = ("plateau", "budget", "diverged")
+# Per-run facts of the stopping rule, copied onto every case row (empty = not recorded).
+RUN_FACTS = ("stop_reason", "still_improving")
+RUN_COLUMNS = (*KEYS, "status", "n_test", "n_scored", "mean_dice", "n_scored_final", "mean_dice_final",
+               "best_iteration", "iterations", "final_iteration", "last_validation_iteration", "n_validations",
+               "stop_reason", "still_improving", "logged_iterations", "wall_seconds", "data_source", "scale",
+               "run_dir")
 
 
 def read_run(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
@@ -64,12 +72,37 @@ def read_run(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
         raise DataError(f"{cases_path}: case {cases['case_id'][cases['case_id'].duplicated()].iloc[0]!r} twice")
     for column in ("dice", "hd95", "avd"):
         cases[column] = numeric_column(cases, column, cases_path)
-    cases = cases[list(CASE_COLUMNS)].assign(data_source=summary["data_source"], scale=summary["scale"])
+    facts = run_facts(summary, source)
+    cases = cases[list(CASE_COLUMNS)].assign(data_source=summary["data_source"], scale=summary["scale"], **facts)
+    cases["dice_final"] = final_dice(run_dir, cases)
 
     run = {key: summary.get(key) for key in RUN_COLUMNS}
-    run.update(n_scored=int(cases["dice"].notna().sum()), logged_iterations=_logged_iterations(run_dir),
+    run.update(facts, n_scored=int(cases["dice"].notna().sum()), n_scored_final=int(cases["dice_final"].notna().sum()),
+               mean_dice_final=cases["dice_final"].mean(), logged_iterations=_logged_iterations(run_dir),
                run_dir=str(run_dir))
     return cases, run
+
+
+def run_facts(summary: dict, source: Path) -> dict:
+    """`stop_reason` and `still_improving` of a summary, checked; "" where not recorded."""
+    reason, improving = summary.get("stop_reason"), summary.get("still_improving")
+    if reason is not None and reason not in STOP_REASONS:
+        raise DataError(f"{source}: stop_reason {reason!r} is not one of {', '.join(STOP_REASONS)}")
+    if improving is not None and not isinstance(improving, bool):
+        raise DataError(f"{source}: still_improving must be true or false, got {improving!r}")
+    return {"stop_reason": reason or "", "still_improving": "" if improving is None else improving}
+
+
+def final_dice(run_dir: Path, cases: pd.DataFrame) -> pd.Series:
+    """Dice of each case row with the run's final weights (`per_case_final.tsv`); NaN without the file."""
+    path = run_dir / "per_case_final.tsv"
+    if not path.is_file():
+        return pd.Series(float("nan"), index=cases.index)
+    final = read_table(path, ("case_id", "dice"), "per-case metrics of the final weights")
+    if set(final["case_id"].astype(str)) != set(cases["case_id"].astype(str)) or final["case_id"].duplicated().any():
+        raise DataError(f"{path}: its cases differ from per_case.tsv's; rerun the run's training or delete the file")
+    dice = numeric_column(final, "dice", path)
+    return cases["case_id"].astype(str).map(dict(zip(final["case_id"].astype(str), dice)))
 
 
 def _logged_iterations(run_dir: Path) -> float:

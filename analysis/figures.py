@@ -246,7 +246,8 @@ def reconstructions_figure(run_dirs: list[str | Path]):
 
 @STYLED
 def probe_figure(table: pd.DataFrame):
-    """Probe R² by encoder level, mean ± sd (sqrt of the table's variance), one line per method."""
+    """Probe R² by encoder level, mean ± sd (sqrt of the table's variance), one line per method; a
+    refused level (NaN mean, reason in Table 3) leaves a gap."""
     methods = sorted(table["method"].unique(), key=method_rank)
     fig, axes = new_figure(1, 1, (4.8, 3.2))
     ax = axes[0][0]
@@ -257,7 +258,8 @@ def probe_figure(table: pd.DataFrame):
                     capsize=3, color=METHOD_COLOURS[method], label=label_of(method))
     ax.set_xticks(sorted(table["level"].unique()))
     ax.set_xlabel("encoder level")
-    ax.set_ylabel("R² of linear probe")
+    scores = table["score"].dropna().unique() if "score" in table else []  # none in tables before issue 13
+    ax.set_ylabel("R² of linear probe" + (f" ({str(scores[0]).replace('_', '-')})" if len(scores) == 1 else ""))
     ax.set_title(f"Feature probe ({table['dataset'].iloc[0]}, {table['setting'].iloc[0]})")
     ax.grid(alpha=0.3)
     ax.legend()

@@ -1,10 +1,16 @@
 """Ours against the paper: per-cell comparison, per-column agreement and the claim checklist.
 
     python -m analysis.replication --stats results/stats/brats18.tsv results/stats/wmh17.tsv \
-        --probe-table results/tables/table3.csv --paper config/paper_values.tsv \
+        --cases results/metrics/brats18.tsv results/metrics/wmh17.tsv \
+        --probe-files results/probe/brats18/50L70U/*/rep*.tsv --paper config/paper_values.tsv \
         --config results/config.json --out-dir results/replication
 
-Writes `report.md`, `report.html`, `paper_vs_ours.{png,pdf}` and `checklist.tsv`.
+Writes `report.md`, `report.html`, `paper_vs_ours.{png,pdf}` and `checklist.tsv`. The case
+tables give the per-repetition means behind each claim's interval, the probe files Table 3 and
+its per-repetition R² (`analysis.claims` says how verdicts are reached). From the resolved
+config: `replication` (tolerances), `stats.alpha` (the intervals are at 1 − alpha),
+`stats.claim_interval` (`corrected` | `t`) and `probe.variance` (`within` | `pooled`), each with
+its default when absent.
 
 A cell is within tolerance when |ours − paper| ≤ max(tolerance_dice, tolerance_se · SE), where
 SE is the standard error of our mean (sd over repetitions / √repetitions for Tables 1-2,
@@ -25,18 +31,20 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from analysis.claims import Verdict, check_claims
+from analysis.claims import Evidence, Verdict, check_claims
 from analysis.common import ConfigError, DataError, read_json, run_cli
-from analysis.figures import read_probe_table
 from analysis.methods import METHOD_IDS, sort_settings
 from analysis.report import write_report
-from analysis.tables import read_stats
+from analysis.stats import INTERVALS, read_cases, repetition_means
+from analysis.tables import VARIANCES, probe_rep_means, probe_summary, read_probe_files, read_stats
 
 log = logging.getLogger("analysis.replication")
 
 PAPER_COLUMNS = ("table", "dataset", "setting", "method", "value", "spread", "better_than_cnn")
 TABLE_OF_DATASET = {"brats18": "table1", "wmh17": "table2"}
 DEFAULT_TOLERANCE = {"tolerance_dice": 0.02, "tolerance_se": 2.0}
+# (section, key) of the resolved config -> default; the schema holds the same defaults.
+DEFAULT_OPTIONS = {("stats", "alpha"): 0.05, ("stats", "claim_interval"): "corrected", ("probe", "variance"): "within"}
 
 
 def read_paper_values(path: str | Path) -> pd.DataFrame:
@@ -82,6 +90,19 @@ def read_tolerance(config_path: str | Path | None) -> dict:
     return tolerance
 
 
+def read_options(config_path: str | Path | None) -> dict:
+    """{alpha, claim_interval, variance} of the resolved config, defaults filled and checked."""
+    config = read_json(config_path, "resolved config") if config_path else {}
+    options = {key: (config.get(section) or {}).get(key, default)
+               for (section, key), default in DEFAULT_OPTIONS.items()}
+    if not isinstance(options["alpha"], (int, float)) or not 0 < options["alpha"] < 1:
+        raise ConfigError(f"{config_path}: stats.alpha must be in (0, 1), got {options['alpha']!r}")
+    for (section, key), allowed in ((("stats", "claim_interval"), INTERVALS), (("probe", "variance"), VARIANCES)):
+        if options[key] not in allowed:
+            raise ConfigError(f"{config_path}: {section}.{key} {options[key]!r} is not one of {', '.join(allowed)}")
+    return options
+
+
 def data_origin(stats: list[pd.DataFrame], names: list[str]) -> tuple[str, str]:
     """(data_source, scale) shared by all statistics tables; a mix is an error."""
     for column in ("data_source", "scale"):
@@ -104,7 +125,18 @@ def our_cells(stats: pd.DataFrame) -> pd.DataFrame:
                          "method": stats["method"], "value": stats["mean"], "sd": stats["sd"],
                          "n_reps": stats["n_reps"], "n_converged": stats["n_converged"],
                          "se": stats["sd"] / np.sqrt(stats["n_converged"]), "nc": stats["n_diverged"] > 0,
-                         "star": star})
+                         "star": star, "mean_final": stats["mean_final"], "n_stop_budget": stats["n_stop_budget"],
+                         "n_stop_unknown": stats["n_stop_unknown"], "n_still_improving": stats["n_still_improving"],
+                         "still_improving_reps": stats["still_improving_reps"]})
+
+
+def our_repetitions(cases: pd.DataFrame) -> pd.DataFrame:
+    """Converged per-repetition mean Dice of one case table: table, setting, method, rep, value."""
+    dataset = str(cases["dataset"].iloc[0])
+    reps = repetition_means(cases)
+    reps = reps[(reps["status"] == "converged") & reps["mean"].notna()]
+    return pd.DataFrame({"table": TABLE_OF_DATASET.get(dataset, dataset), "setting": reps["setting"],
+                         "method": reps["method"], "rep": reps["rep"], "value": reps["mean"]})
 
 
 def paper_cells(paper: pd.DataFrame) -> pd.DataFrame:
@@ -149,10 +181,13 @@ def column_agreement(compared: pd.DataFrame, column: str = "setting") -> pd.Data
 
 
 def our_probe(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 3 (`analysis.tables.probe_summary`) in the claims' layout."""
     return pd.DataFrame({"table": "table3", "method": table["method"], "level": table["level"].astype(int),
                          "value": table["mean"], "variance": table["variance"], "n": table["n"],
                          "se": np.sqrt(table["variance"] / table["n"]), "setting": table["setting"],
-                         "nc": False})
+                         "dataset": table["dataset"], "nc": table["n_diverged"] > 0,
+                         "n_diverged": table["n_diverged"], "reason": table["reason"], "score": table["score"],
+                         "variance_kind": table["variance_kind"]})
 
 
 def compare_probe(probe: pd.DataFrame, paper: pd.DataFrame, tolerance: dict) -> pd.DataFrame:
@@ -200,41 +235,62 @@ class Replication:
     ours_claims: list[Verdict]
     paper_claims: list[Verdict]
     notes: list[str]  # settings present on one side only
+    options: dict  # read_options: alpha, claim_interval, variance
 
 
-def replicate(stats: list[pd.DataFrame], names: list[str], probe_table: pd.DataFrame | None, paper: pd.DataFrame,
-              tolerance: dict) -> Replication:
-    """Compare statistics tables (one per dataset) and Table 3 with the paper's values."""
+def replicate(stats: list[pd.DataFrame], names: list[str], cases: list[pd.DataFrame], paper: pd.DataFrame,
+              tolerance: dict, probe_rows: pd.DataFrame | None = None, options: dict | None = None) -> Replication:
+    """Compare statistics tables (one per dataset, with the case table of the same dataset) and
+    the probe rows (`analysis.tables.read_probe_files`) with the paper's values."""
+    options = {key: default for (_, key), default in DEFAULT_OPTIONS.items()} | (options or {})
     source, scale = data_origin(stats, names)
     ours = pd.concat([our_cells(s) for s in stats], ignore_index=True)
     if ours.duplicated(["table", "setting", "method"]).any():
         raise DataError(f"two statistics tables describe the same dataset: {', '.join(names)}")
-    probe = our_probe(probe_table) if probe_table is not None else None
+    datasets = sorted(str(s["dataset"].iloc[0]) for s in stats)
+    if sorted(str(c["dataset"].iloc[0]) for c in cases) != datasets:
+        raise DataError(f"give one case table per statistics table (datasets {', '.join(datasets)}), "
+                        f"got case tables of {', '.join(sorted(str(c['dataset'].iloc[0]) for c in cases))}")
+    ratio = {TABLE_OF_DATASET.get(str(s["dataset"].iloc[0])): float(s["test_train_ratio"].iloc[0]) for s in stats}
+    probe = probe_reps = None
+    if probe_rows is not None:
+        probe = our_probe(probe_summary(probe_rows, options["variance"]))
+        probe_reps = probe_rep_means(probe_rows)
+        ratio["table3"] = ratio.get(TABLE_OF_DATASET.get(str(probe["dataset"].iloc[0])), float("nan"))
+    evidence = Evidence(ours, pd.concat([our_repetitions(c) for c in cases], ignore_index=True), probe, probe_reps,
+                        ratio, 1 - options["alpha"], options["claim_interval"])
     compared = compare_cells(ours, paper_cells(paper), tolerance)
     compared_probe = compare_probe(probe, paper, tolerance) if probe is not None else None
     return Replication(
         source=source, scale=scale, tolerance=tolerance, ours=ours, paper=paper, compared=compared,
         agreement=column_agreement(compared), probe=probe, compared_probe=compared_probe,
         probe_agreement=column_agreement(compared_probe, "level") if compared_probe is not None else None,
-        ours_claims=check_claims(ours, probe), paper_claims=check_claims(paper_cells(paper), _paper_probe(paper)),
-        notes=settings_note(ours, paper, probe))
+        ours_claims=check_claims(evidence),
+        paper_claims=check_claims(Evidence(paper_cells(paper), probe=_paper_probe(paper))),
+        notes=settings_note(ours, paper, probe), options=options)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis.replication", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stats", nargs="+", required=True, help="statistics TSVs (results/stats/<d>.tsv)")
-    parser.add_argument("--probe-table", default=None, help="Table 3 CSV (results/tables/table3.csv)")
+    parser.add_argument("--cases", nargs="+", required=True,
+                        help="aggregated case tables, one per statistics table (results/metrics/<d>.tsv)")
+    parser.add_argument("--probe-files", nargs="+", default=None,
+                        help="probe TSVs of Table 3 (results/probe/<d>/<s>/<m>/rep<r>.tsv)")
     parser.add_argument("--paper", required=True, help="the paper's values (config/paper_values.tsv)")
-    parser.add_argument("--config", default=None, help="resolved config with the `replication` tolerances")
+    parser.add_argument("--config", default=None,
+                        help="resolved config (replication tolerances, stats.alpha, stats.claim_interval, "
+                             "probe.variance)")
     parser.add_argument("--out-dir", required=True, help="folder for report.md/.html, figure and checklist")
     parser.set_defaults(run=cli)
     return parser
 
 
 def cli(args: argparse.Namespace) -> int:
-    probe_table = read_probe_table(args.probe_table) if args.probe_table else None
-    result = replicate([read_stats(p) for p in args.stats], args.stats, probe_table,
-                       read_paper_values(args.paper), read_tolerance(args.config))
+    probe_rows = read_probe_files(args.probe_files) if args.probe_files else None
+    result = replicate([read_stats(p) for p in args.stats], args.stats, [read_cases(p) for p in args.cases],
+                       read_paper_values(args.paper), read_tolerance(args.config), probe_rows,
+                       read_options(args.config))
     paths = write_report(Path(args.out_dir), result)
     log.info("replication report (%s data, scale %s) -> %s", result.source, result.scale,
              ", ".join(map(str, paths)))

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
+from analysis.claims import FAILS, HOLDS, UNDETERMINED
 from analysis.common import atomic_write_text, write_tsv
 from analysis.figures import STYLED, new_figure, save_figure
 from analysis.methods import (
@@ -55,13 +56,15 @@ def _cell_rows(compared: pd.DataFrame, column: str) -> list[list[str]]:
     digits = 3 if column == "level" else 4
     for _, r in order.iterrows():
         if column == "level":
-            ours = f"{fmt(r['value_ours'], 3)} ({fmt(r['variance_ours'], 3)})"
+            ours = (f"– ({r['reason']})" if r["reason"] else
+                    f"{fmt(r['value_ours'], 3)} ({fmt(r['variance_ours'], 3)})" + (" n.c." if r["nc_ours"] else ""))
             paper = f"{fmt(r['value_paper'], 3)} ({fmt(r['variance_paper'], 3)})"
         else:
             ours = f"{fmt(r['value_ours'])} ± {fmt(r['sd'])}" + (" n.c." if r["nc_ours"] else "")
             paper = fmt(r["value_paper"])
-        row = [_column_name(r[column], column), label_of(r["method"]), paper, ours, f"{r['diff']:+.{digits}f}",
-               fmt(r["tolerance"], digits), ("yes" if r["within"] else "no") if r["usable"] else "n.c.",
+        row = [_column_name(r[column], column), label_of(r["method"]), paper, ours, "–" if pd.isna(r["diff"]) else f"{r['diff']:+.{digits}f}",
+               fmt(r["tolerance"], digits),
+               ("yes" if r["within"] else "no") if r["usable"] else "n.c." if r["nc_ours"] else "–",
                fmt(r["rank_paper"], 0),
                fmt(r["rank_ours"], 0)]
         if column == "setting":
@@ -118,19 +121,76 @@ def _table_section(result: Replication, table: str) -> list:
     return blocks
 
 
+INTERVALS = {"corrected": "the corrected resampled t interval of Nadeau & Bengio (2003) over the per-repetition "
+                          "differences (variance factor 1/J + n_test/n_train: the repetitions' training sets "
+                          "overlap, so a plain t interval would be too narrow)",
+             "t": "a plain t interval over the per-repetition differences (no correction for the overlap of "
+                  "the repetitions' training sets: too narrow)"}
+
+
+def _effect(verdict) -> str:
+    if np.isnan(verdict.effect):
+        return "–"
+    if np.isnan(verdict.low):
+        return f"{verdict.effect:+.4f}"
+    return f"{verdict.effect:+.4f} [{verdict.low:+.4f}, {verdict.high:+.4f}]"
+
+
 def _claim_blocks(result: Replication) -> list:
     pairs = list(zip(result.ours_claims, result.paper_claims))
-    blocks = [("table", ["Claim", "Ours", "Paper's numbers"], [[o.claim, o.verdict, p.verdict] for o, p in pairs], 3),
+    level = f"{100 * (1 - result.options['alpha']):g} %"
+    rows = [[o.claim, o.verdict, _effect(o), o.comparison or "–", p.verdict, _effect(p)] for o, p in pairs]
+    blocks = [("p", (f"Each comparison's effect is the subject's mean Dice (R² for Table 3) minus the rival's, per "
+                     f"repetition, averaged over the repetitions where both converged, with a {level} interval: "
+                     f"{INTERVALS[result.options['claim_interval']]}. A comparison holds when its interval lies "
+                     "above 0, does not hold when it lies below 0, and is undetermined when it contains 0: a "
+                     "difference smaller than its uncertainty never counts as holding. A claim over several "
+                     "comparisons holds only if all hold, does not hold if any does not, and is undetermined "
+                     "otherwise; the effect shown is its deciding comparison's (the smallest effect among those "
+                     "with the claim's verdict). A method that did not converge fails as subject and counts as "
+                     "beaten as rival. The paper prints single numbers without repetitions: its verdicts are "
+                     "point verdicts (effect > 0), with no interval.")),
+              ("table", ["Claim", "Ours", f"Effect [{level} interval]", "Deciding comparison",
+                         "Paper's numbers (point verdict)", "Paper's effect"], rows, 4),
               ("h3", "Evidence")]
     for ours, paper in pairs:
-        blocks.append(("list", ours.claim, [f"Ours: {ours.verdict}, {ours.detail}",
-                                            f"Paper's numbers: {paper.verdict}, {paper.detail}"]))
+        blocks.append(("list", ours.claim, [f"Ours: {ours.verdict}; {ours.detail}",
+                                            f"Paper's numbers (point verdict): {paper.verdict}; {paper.detail}"]))
+    return blocks
+
+
+def improving_rows(ours: pd.DataFrame) -> list[list[str]]:
+    """Cells with runs that ended at their budget while still improving."""
+    rows = []
+    order = ours.assign(_c=ours["setting"].map(_column_order(ours, "setting")), _m=ours["method"].map(method_rank))
+    for _, r in order.sort_values(["table", "_c", "_m"]).iterrows():
+        if r["n_still_improving"] > 0:
+            rows.append([SHORT_TITLES[r["table"]], setting_header(r["setting"]), label_of(r["method"]),
+                         f"{int(r['n_still_improving'])}/{int(r['n_reps'])}", r["still_improving_reps"]])
+    return rows
+
+
+def _improving_blocks(result: Replication) -> list:
+    ours = result.ours
+    blocks = [("h2", "Runs still improving at their budget"),
+              ("p", "Runs that ended at their iteration budget while their best validation Dice was among their "
+                    "last validations: longer training would probably change their numbers.")]
+    unknown = int((ours["n_stop_unknown"] >= ours["n_reps"]).sum())
+    if unknown:
+        blocks.append(("p", f"{unknown} of {len(ours)} cells come from runs that did not record how they stopped "
+                            "(trained before the stopping rule existed): unknown."))
+    rows = improving_rows(ours)
+    if rows:
+        blocks.append(("table", ["Table", "Column", "Method", "Still improving", "Repetitions"], rows, 3))
+    elif unknown < len(ours):
+        blocks.append(("p", "None: every run that recorded its ending stopped on the plateau rule, diverged, or "
+                            "stopped improving before its budget."))
     return blocks
 
 
 def report_blocks(result: Replication, figure: str) -> list:
     verdicts = [v.verdict for v in result.ours_claims]
-    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("PASS", "FAIL", "NOT TESTABLE"))
+    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in (HOLDS, FAILS, UNDETERMINED))
     tol = result.tolerance
     blocks = [
         ("h1", "Replication report: MASSL (Chen et al., MICCAI 2019)"),
@@ -141,9 +201,8 @@ def report_blocks(result: Replication, figure: str) -> list:
                "column. Significance marks: * = significantly better than CNN; the paper's † marks are not "
                "printed in the extracted values, so only * marks are compared.")),
         ("h2", "The paper's claims"),
-        ("p", ("Each verdict is computed from the numbers named beside it; the same check on the paper's own "
-               "printed values is shown for reference.")),
         *_claim_blocks(result),
+        *_improving_blocks(result),
     ]
     for table in ("table1", "table2", "table3"):
         blocks += _table_section(result, table)
@@ -230,11 +289,20 @@ def scatter_figure(result: Replication):
     return fig
 
 
+CHECKLIST_COLUMNS = ("claim_id", "claim", "verdict", "effect", "ci_low", "ci_high", "confidence", "interval",
+                     "comparison", "detail", "paper_point_verdict", "paper_effect", "paper_detail", "data_source",
+                     "scale")
+
+
 def checklist(result: Replication) -> pd.DataFrame:
-    return pd.DataFrame([{"claim_id": o.claim_id, "claim": o.claim, "verdict": o.verdict, "detail": o.detail,
-                          "paper_verdict": p.verdict, "paper_detail": p.detail, "data_source": result.source,
-                          "scale": result.scale}
-                         for o, p in zip(result.ours_claims, result.paper_claims)])
+    """One row per claim: our verdict with its effect and interval (`analysis.claims`), and the
+    paper's point verdict on its printed numbers."""
+    return pd.DataFrame([{"claim_id": o.claim_id, "claim": o.claim, "verdict": o.verdict, "effect": o.effect,
+                          "ci_low": o.low, "ci_high": o.high, "confidence": 1 - result.options["alpha"],
+                          "interval": result.options["claim_interval"], "comparison": o.comparison,
+                          "detail": o.detail, "paper_point_verdict": p.verdict, "paper_effect": p.effect,
+                          "paper_detail": p.detail, "data_source": result.source, "scale": result.scale}
+                         for o, p in zip(result.ours_claims, result.paper_claims)], columns=list(CHECKLIST_COLUMNS))
 
 
 def write_report(out_dir: Path, result: Replication) -> list[Path]:

@@ -22,6 +22,16 @@ higher mean); `mark_best` is `†` when significantly worse than the best method
 used for the marks is `--mark-test` (default `paired`, as in the paper). Cells with a diverged
 repetition (`n_diverged` > 0) get no marks: the tables print them as `n.c.`.
 `n_cases` counts the finite per-scan Dice values pooled over the converged repetitions.
+
+Beside the best-checkpoint numbers (the paper's protocol) each cell carries `mean_final`,
+`sd_final` and `n_final`: the same statistics with the runs' final weights (`dice_final`, over
+the converged repetitions that have it), and how its runs ended: `n_stop_plateau`,
+`n_stop_budget`, `n_stop_diverged`, `n_stop_unknown` (no `stop_reason` recorded: runs from
+before the stopping rule), `n_still_improving` (ended at the budget with the best validation
+among the last ones) and `still_improving_reps` (their repetition numbers, `2,4`).
+
+`effect_interval` is the confidence interval that matches the corrected test (it excludes 0
+exactly when that test's p < 1 - confidence); the replication report's claims use it.
 """
 
 from __future__ import annotations
@@ -54,9 +64,14 @@ COMPARISONS = ("ref", "best")
 # --mark-test choice -> suffix of the p-value column the marks use.
 MARK_TESTS = {"paired": "", "paired_holm": "_holm", "corrected": "_corrected", "corrected_holm": "_corrected_holm"}
 P_COLUMNS = tuple(f"p_{c}{s}" for c in COMPARISONS for s in ("", "_corrected", "_holm", "_corrected_holm"))
+STOP_COLUMNS = ("n_stop_plateau", "n_stop_budget", "n_stop_diverged", "n_stop_unknown")
+RUN_COLUMNS = ("mean_final", "sd_final", "n_final", *STOP_COLUMNS, "n_still_improving", "still_improving_reps")
 STATS_COLUMNS = ("dataset", "setting", "method", "method_label", "mean", "sd", "n_reps", "n_converged",
-                 "n_diverged", "n_cases", "reference", "best", *P_COLUMNS, "mark_ref", "mark_best",
+                 "n_diverged", "n_cases", *RUN_COLUMNS, "reference", "best", *P_COLUMNS, "mark_ref", "mark_best",
                  "mark_test", "alpha", "test_train_ratio", "data_source", "scale")
+# Columns of the case table that runs from before issue 13 lack: filled as "not recorded".
+OPTIONAL_CASE_COLUMNS = {"dice_final": float("nan"), "stop_reason": "", "still_improving": ""}
+INTERVALS = ("corrected", "t")
 
 
 def paired_t_test(a, b) -> float:
@@ -85,6 +100,31 @@ def corrected_resampled_t_test(differences, test_train_ratio: float) -> float:
     return float(2 * sps.t.sf(abs(t), df=len(d) - 1)) if not np.isnan(t) else float("nan")
 
 
+def effect_interval(differences, test_train_ratio: float, confidence: float = 0.95,
+                    kind: str = "corrected") -> tuple[float, float, float]:
+    """(mean, low, high) of per-repetition differences with a two-sided t interval.
+
+    `corrected`: the variance factor of the corrected resampled t-test, 1/J + n_test/n_train
+    (Nadeau & Bengio 2003), so the interval excludes 0 exactly when that test rejects at
+    1 - confidence. `t`: the plain one-sample t interval (factor 1/J), too narrow when the
+    repetitions' training sets overlap. NaN bounds with fewer than 2 finite differences.
+    """
+    if kind not in INTERVALS:
+        raise ConfigError(f"interval {kind!r} is not one of {', '.join(INTERVALS)}")
+    if not 0 < confidence < 1:
+        raise ConfigError(f"confidence must be in (0, 1), got {confidence}")
+    d = np.asarray(differences, float)
+    d = d[np.isfinite(d)]
+    if len(d) == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(d.mean())
+    if len(d) < 2:
+        return mean, float("nan"), float("nan")
+    factor = 1 / len(d) + (test_train_ratio if kind == "corrected" else 0.0)
+    half = sps.t.ppf(0.5 + confidence / 2, df=len(d) - 1) * np.sqrt(factor * d.var(ddof=1))
+    return mean, mean - float(half), mean + float(half)
+
+
 def holm(pvalues) -> np.ndarray:
     """Holm step-down adjusted p-values; NaN entries stay NaN and are not counted in the family."""
     p = np.asarray(pvalues, float)
@@ -95,10 +135,35 @@ def holm(pvalues) -> np.ndarray:
     return adjusted
 
 
+def with_run_facts(cases: pd.DataFrame) -> pd.DataFrame:
+    """`cases` with the optional columns present (`OPTIONAL_CASE_COLUMNS`, not recorded = empty)."""
+    missing = {k: v for k, v in OPTIONAL_CASE_COLUMNS.items() if k not in cases.columns}
+    cases = cases.assign(**missing)
+    cases["stop_reason"] = cases["stop_reason"].fillna("").astype(str)
+    cases["still_improving"] = [flag(v) for v in cases["still_improving"]]
+    return cases
+
+
+def flag(value):
+    """True / False from a bool or its text; NaN when not recorded (empty, NaN)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    text = "" if pd.isna(value) else str(value).strip().lower()
+    if text in ("true", "false"):
+        return text == "true"
+    if text == "":
+        return float("nan")
+    raise DataError(f"still_improving value {value!r} is not true or false")
+
+
 def repetition_means(cases: pd.DataFrame) -> pd.DataFrame:
-    """Mean Dice per (setting, method, rep) over finite per-scan Dice, with the run status."""
+    """Mean Dice per (setting, method, rep) over finite per-scan Dice (`mean`; `mean_final` with
+    the final weights), with the run's status, stop_reason and still_improving."""
+    cases = with_run_facts(cases)
     grouped = cases.groupby(["setting", "method", "rep"], sort=False)
-    return grouped.agg(mean=("dice", "mean"), status=("status", "first")).reset_index()
+    return grouped.agg(mean=("dice", "mean"), mean_final=("dice_final", "mean"), status=("status", "first"),
+                       stop_reason=("stop_reason", "first"), still_improving=("still_improving", "first")) \
+        .reset_index()
 
 
 def compute_stats(cases: pd.DataFrame, test_train_ratio: float, alpha: float = 0.05, reference: str = "cnn",
@@ -154,7 +219,7 @@ def _column_stats(cases: pd.DataFrame, rep_means: pd.DataFrame, ratio: float, re
                "mean": my_converged.mean(), "sd": my_converged.std(ddof=1),
                "n_reps": len(mine), "n_converged": int((mine["status"] == "converged").sum()),
                "n_diverged": int((mine["status"] == "diverged").sum()),
-               "n_cases": int(my_cases["dice"].notna().sum())}
+               "n_cases": int(my_cases["dice"].notna().sum()), **_run_endings(mine)}
         for name, other in (("ref", reference), ("best", best)):
             row[f"p_{name}"], row[f"p_{name}_corrected"] = _compare(cases, converged, method, other, ratio)
         rows.append(row)
@@ -163,6 +228,18 @@ def _column_stats(cases: pd.DataFrame, rep_means: pd.DataFrame, ratio: float, re
         table[f"p_{name}_holm"] = holm(table[f"p_{name}"])
         table[f"p_{name}_corrected_holm"] = holm(table[f"p_{name}_corrected"])
     return table
+
+
+def _run_endings(reps: pd.DataFrame) -> dict:
+    """Final-weights statistics and stop counts of one cell's repetitions."""
+    final = reps.loc[reps["status"] == "converged", "mean_final"].dropna()
+    reason = reps["stop_reason"]
+    improving = sorted(int(r) for r, v in zip(reps["rep"], reps["still_improving"])
+                       if isinstance(v, (bool, np.bool_)) and v)
+    return {"mean_final": final.mean(), "sd_final": final.std(ddof=1), "n_final": len(final),
+            **{f"n_stop_{r}": int((reason == r).sum()) for r in ("plateau", "budget", "diverged")},
+            "n_stop_unknown": int((reason == "").sum()), "n_still_improving": len(improving),
+            "still_improving_reps": ",".join(map(str, improving))}
 
 
 def _compare(cases: pd.DataFrame, converged: pd.DataFrame, method: str, other: str, ratio: float):
@@ -182,6 +259,15 @@ def read_cases(path) -> pd.DataFrame:
     cases = read_table(path, CASE_COLUMNS, "case table")
     cases["dice"] = numeric_column(cases, "dice", path)
     cases["rep"] = numeric_column(cases, "rep", path).astype(int)
+    if "dice_final" in cases.columns:
+        cases["dice_final"] = numeric_column(cases, "dice_final", path)
+    try:
+        cases = with_run_facts(cases)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+    unknown_reasons = set(cases["stop_reason"]) - {"", "plateau", "budget", "diverged"}
+    if unknown_reasons:
+        raise DataError(f"{path}: unknown stop_reason value(s) {', '.join(sorted(unknown_reasons))}")
     for method, label in cases[["method", "method_label"]].drop_duplicates().itertuples(index=False):
         check_label(method, label, str(path))
     unknown = set(cases["status"]) - {"converged", "diverged"}

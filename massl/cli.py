@@ -7,6 +7,10 @@ import argparse
 import importlib
 import logging
 import sys
+import textwrap
+import traceback
+
+from massl.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_CODES, EXIT_FILE_SYSTEM, MasslError
 
 DATASETS = ("brats18", "wmh17")
 FORMATS = ("brats18", "wmh17", "nnunet")
@@ -23,8 +27,12 @@ def _handler(target: str):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="massl",
-        description="MASSL replication suite: data, training, evaluation and benchmarks for "
+        description="MASSL replication suite: data, training, evaluation and benchmarks for\n"
         "multi-task attention-based semi-supervised segmentation (Chen et al., MICCAI 2019).",
+        epilog="exit codes (all commands):\n" + "\n".join(
+            textwrap.fill(text, 90, initial_indent=f"  {code}  ", subsequent_indent="     ")
+            for code, text in EXIT_CODES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -117,8 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from massl.errors import MasslError
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -126,13 +132,19 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
+        importlib.import_module("massl.allocator").apply()  # MASSL_ALLOCATOR, before the handler imports torch
         return int(args.handler(args))
     except MasslError as exc:
         print(f"massl {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except OSError as exc:  # full disk, read-only folder, missing file: say which, no traceback
         print(f"massl {args.command}: error: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_FILE_SYSTEM
+    except Exception:  # a bug, not the input: keep the traceback, and a code Python's 1 cannot be confused with
+        traceback.print_exc()
+        print(f"massl {args.command}: internal error (a bug in massl, not in your input): please report it "
+              "with the traceback above", file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

@@ -29,6 +29,10 @@ class ModelConfig:
             raise ConfigError(f"model.channels must be >= 2 positive integers, got {self.channels}")
 
 
+STOPPING = ("budget", "plateau")  # massl.training.stopping
+CASE_SAMPLING = ("without_replacement", "with_replacement")  # massl.data.sampling
+
+
 @dataclass
 class TrainConfig:
     # Patch (z, y, x) in 3D or (y, x) in 2D; 2D patches are crops of single slices.
@@ -45,6 +49,12 @@ class TrainConfig:
     validate_every_epochs: int = 20
     validate_every_iterations: int | None = None  # overrides validate_every_epochs when set
     max_validation_cases: int | None = None  # None = all validation cases
+    # Stopping (massl.training.stopping): the budget above is always the hard cap.
+    stopping: str = "budget"  # budget (paper: fixed budget) | plateau (stop when validation stops improving)
+    patience_validations: int = 5  # plateau: consecutive validations without improvement before stopping
+    min_delta: float = 0.0  # improvement threshold: Dice points, or a fraction of the best MSE (autoencoder)
+    min_iterations: int = 0  # plateau: never stop before this iteration
+    case_sampling: str = "without_replacement"  # paper: every case once per pass | with_replacement
     attention_grad: str = "detach"  # SPEC option: detach (paper) | encoder (released code)
     foreground_fraction: float = 0.0  # labeled patches forced to hold target (0 = paper's uniform crop)
     seg_loss: str = "dice"  # dice (paper) | dice_bce (+ binary cross-entropy: no all-background plateau)
@@ -66,7 +76,10 @@ class TrainConfig:
         _choice("training.cpu_conv3d", self.cpu_conv3d, ("onednn", "torch"))
         _choice("training.dice_over", self.dice_over, ("sample", "batch"))
         _choice("training.seg_loss", self.seg_loss, ("dice", "dice_bce"))
-        for name in ("batch_size", "lr_step_iterations", "validate_every_epochs", "checkpoint_every_iterations"):
+        _choice("training.stopping", self.stopping, STOPPING)
+        _choice("training.case_sampling", self.case_sampling, CASE_SAMPLING)
+        for name in ("batch_size", "lr_step_iterations", "validate_every_epochs", "checkpoint_every_iterations",
+                     "patience_validations"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"training.{name} must be > 0, got {getattr(self, name)}")
         for name in ("lr_joint", "lr_segmentation", "lr_reconstruction", "lr_gamma"):
@@ -79,6 +92,10 @@ class TrainConfig:
         for row in self.epochs_by_labeled:
             if len(row) != 2 or row[0] <= 0 or row[1] <= 0:
                 raise ConfigError(f"training.epochs_by_labeled rows are [max_labeled, epochs] > 0, got {row}")
+        if not 0 <= self.min_delta < 1:  # 1 Dice point or 100 % of the MSE: nothing could ever improve
+            raise ConfigError(f"training.min_delta must be in [0, 1), got {self.min_delta}")
+        if self.min_iterations < 0:
+            raise ConfigError(f"training.min_iterations must be >= 0, got {self.min_iterations}")
         if not 0 <= self.foreground_fraction <= 1:
             raise ConfigError(f"training.foreground_fraction must be in [0, 1], got {self.foreground_fraction}")
         if not 0 <= self.inference_overlap < 1:

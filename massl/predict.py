@@ -1,6 +1,7 @@
 """Segment NIfTI scans with a trained model (`massl predict`).
 
-Each scan is preprocessed as the model's training data was, segmented by sliding windows,
+Each scan (a file, a folder of scans, one case folder or a dataset folder: `find_scans`) is
+preprocessed as the model's training data was, segmented by sliding windows,
 thresholded, and mapped back onto the scan's own grid: `<out>/<name>_mask.nii.gz` is uint8 with
 the scan's shape, affine and header, so it opens next to the scan in any viewer.
 """
@@ -17,9 +18,9 @@ import numpy as np
 from tqdm import tqdm
 
 from massl.config import TrainConfig, train_config
-from massl.data.discover import NIFTI_ENDINGS, DataFileError, discover
-from massl.data.preprocess import preprocess_volume, to_original_space
-from massl.data.validate import read_volume
+from massl.data.discover import NIFTI_ENDINGS, NOT_FLAIR, DataFileError, case_folder, discover, nifti_stem
+from massl.data.preprocess import preprocess_volume, refuse_blank, to_original_space
+from massl.data.validate import nearly_empty, read_volume
 from massl.errors import ConfigError, DataError
 from massl.io import atomic_path
 
@@ -44,22 +45,32 @@ def model_settings(meta: dict, fmt: str | None, model_path: Path) -> tuple[str, 
 
 
 def find_scans(source: Path, fmt: str) -> list[tuple[str, Path]]:
-    """(name, path) of each scan: one file, every .nii/.nii.gz in a folder, or the images of a
-    dataset root in `fmt`'s layout (named by case id)."""
+    """(name, path) of each scan to segment, from
+    - a file: that file, named by its stem;
+    - a BraTS or WMH case folder: its FLAIR, named by case id as the dataset readers name it;
+    - a folder of NIfTI files: each one but the labels and other modalities of the two layouts
+      (`NOT_FLAIR`: `*_seg`, `wmh`, `*_t1`, `*_t1ce`, `*_t2`, `T1`), named by stem;
+    - a dataset folder in `fmt`'s layout: the images of its cases, named by case id.
+    Skipped files are logged."""
     if source.is_file():
-        return [(_stem(source), source)]
+        return [(nifti_stem(source), source)]
     if not source.is_dir():
         raise DataError(f"{source}: input file or folder not found")
-    files = sorted(p for p in source.iterdir()
-                   if p.is_file() and p.name.endswith(NIFTI_ENDINGS) and not p.name.startswith("."))
-    scans = [(_stem(p), p) for p in files]
-    if not scans:
-        try:
-            scans = [(case.case_id, case.image) for case in discover(fmt, source)]
-        except DataFileError:
-            scans = []
-    if not scans:
-        raise DataError(f"{source}: no NIfTI scans (*.nii.gz, *.nii) and no {fmt} dataset found")
+    files = _nifti_files(source)
+    case = case_folder(source)
+    others = [] if case is None else sorted(set(files + _nifti_files(case.image.parent)) - {case.image})
+    if case is not None and all(NOT_FLAIR.search(nifti_stem(p)) for p in others):
+        _log_skipped(source, others)
+        return [(case.case_id, case.image)]
+    if not files:
+        scans = _dataset_scans(source, fmt)
+    else:
+        skipped = [p for p in files if NOT_FLAIR.search(nifti_stem(p))]
+        _log_skipped(source, skipped)
+        scans = [(nifti_stem(p), p) for p in files if p not in skipped]
+        if not scans:
+            raise DataError(f"{source}: only labels and other modalities here ({_names(skipped)}), no FLAIR "
+                            "scan: give the FLAIR files")
     names = [name for name, _ in scans]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
@@ -67,11 +78,36 @@ def find_scans(source: Path, fmt: str) -> list[tuple[str, Path]]:
     return scans
 
 
-def _stem(path: Path) -> str:
-    for ending in NIFTI_ENDINGS:
-        if path.name.endswith(ending):
-            return path.name[: -len(ending)]
-    return path.stem
+def _nifti_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.name.endswith(NIFTI_ENDINGS) and not p.name.startswith("."))
+
+
+def _names(paths: list[Path]) -> str:
+    return ", ".join(p.name for p in paths[:4]) + (f" and {len(paths) - 4} more" if len(paths) > 4 else "")
+
+
+def _log_skipped(source: Path, skipped: list[Path]) -> None:
+    if skipped:
+        log.info("%s: skipped %d file(s) that are labels or other modalities, not the FLAIR: %s",
+                 source, len(skipped), _names(skipped))
+
+
+def _dataset_scans(source: Path, fmt: str) -> list[tuple[str, Path]]:
+    """The case images of a dataset folder; a folder that is none says what to pass instead."""
+    try:
+        return [(case.case_id, case.image) for case in discover(fmt, source)]
+    except DataFileError as exc:
+        other = getattr(exc, "looks_like", None)
+        why = exc.problem if exc.path == source else str(exc)
+        if other:
+            hint = f"the model reads {fmt} data; to read this folder as {other}, pass --format {other}"
+        else:
+            hint = (f"give a FLAIR file, a folder of them, a case folder or a {fmt} dataset folder "
+                    "(data in another layout: pass --format)")
+        raise DataError(f"{source}: no NIfTI scans (*.nii.gz, *.nii) and no {fmt} dataset ({why}); {hint}") from None
 
 
 def predict_scan(path: Path, predict_volume: Callable[[np.ndarray], np.ndarray], fmt: str, options: dict,
@@ -81,9 +117,15 @@ def predict_scan(path: Path, predict_volume: Callable[[np.ndarray], np.ndarray],
     `predict_volume` maps a preprocessed (z, y, x) volume to foreground probabilities.
     """
     image, scan = read_volume(path, "image")
+    warning = nearly_empty(image)
+    if warning:
+        log.warning("%s: %s", path, warning)
+    if len(scan.shape) > image.ndim:
+        log.info("%s: shape %s read as 3-D; the mask keeps the scan's shape", path, scan.shape)
     volume, meta = preprocess_volume(fmt, image, scan.affine, options)
+    refuse_blank(path, image, volume, meta["options"])
     prob = np.asarray(predict_volume(volume))
-    mask = to_original_space((prob >= threshold).astype(np.uint8), meta)
+    mask = to_original_space((prob >= threshold).astype(np.uint8), meta).reshape(scan.shape)
     header = scan.header.copy()
     header.set_data_dtype(np.uint8)
     out = type(scan)(mask, scan.affine, header)

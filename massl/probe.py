@@ -1,9 +1,14 @@
 """Linear-regression probe of the encoder levels (SPEC section 7, the paper's Table 3).
 
 Each voxel of a level's last-layer feature maps is one sample, its regressors the feature
-channels, its target the ground truth average-pooled to that level's grid. R^2 is measured
-on the voxels the regression was fitted on, as the paper reports it (an in-sample measure of
-linear separability, not a held-out prediction score).
+channels, its target the ground truth average-pooled to that level's grid.
+
+`probe.score` says where R^2 is measured. `held_out` (default): within a draw of images, fit on
+all but one image, predict the held-out one, rotate over the images, and score the pooled
+out-of-fold predictions. `in_sample`: on the voxels the regression was fitted on, as the paper
+reports it; with few samples per feature that is high for any features (256 random features on
+320 voxels score about 0.8), so a level with fewer than `min_samples_per_feature` fitted
+samples per feature is refused (R^2 NaN, with the reason) under either score.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.linear_model import LinearRegression
+from sklearn.metrics import r2_score
+from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
 
 from massl.config import load_config
 from massl.data.store import CaseStore
@@ -25,10 +32,16 @@ from massl.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-PROBE_DEFAULTS = {"n_images": 5, "n_draws": 5, "max_voxels": 200_000, "seed": 0}
+PROBE_DEFAULTS = {"n_images": 5, "n_draws": 5, "max_voxels": 200_000, "seed": 0,
+                  "score": "held_out", "min_samples_per_feature": 10, "variance": "within"}
+# Allowed values of the `probe` keys that are not counts.
+PROBE_CHOICES = {"score": ("held_out", "in_sample"), "variance": ("within", "pooled")}
 # Keys of the `probe` section that choose which runs the workflow probes, not how.
 RUN_SELECTION_KEYS = ("dataset", "setting", "methods")
-TSV_COLUMNS = ("level", "draw", "r2", "n_voxels")
+# Keys only the analysis reads (Table 3's bracket); `massl probe` checks but does not use them.
+ANALYSIS_KEYS = ("variance",)
+TSV_COLUMNS = ("level", "draw", "r2", "n_voxels", "n_features", "score", "reason")
+DIVERGED = "diverged"
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -75,6 +88,13 @@ def encoder_features(model, volume: np.ndarray, device="cpu", slice_batch: int =
     return cropped
 
 
+def level_channels(model) -> list[int]:
+    """Feature channels of each encoder level: its last convolution's output channels."""
+    convolutions = (torch.nn.Conv2d, torch.nn.Conv3d)
+    return [[m.out_channels for m in level.modules() if isinstance(m, convolutions)][-1]
+            for level in model.encoder.levels]
+
+
 def _pool_factor(size: int, pooled: int) -> int:
     """The power of two f with ceil(size / f) == pooled (the smallest one when pooled == 1)."""
     factor = 1
@@ -106,14 +126,9 @@ def pooled_target(label: np.ndarray, shape) -> np.ndarray:
     return (foreground / real).astype(np.float32)
 
 
-def probe_r2(features: list[np.ndarray], targets: list[np.ndarray], max_voxels: int = 200_000, seed: int = 0) -> float:
-    """R^2 of a linear regression from the voxels' feature vectors to their targets.
-
-    `features[i]` is (C, *grid) and `targets[i]` is (*grid) for image i; the voxels of all
-    images are pooled. Above `max_voxels` a uniform random subset (rng `seed`) is fitted.
-    R^2 is scored on the fitted voxels, as in the paper. NaN when the target is constant
-    (R^2 is undefined).
-    """
+def _samples(features, targets, max_voxels: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, image index) of the pooled voxels of all images; above `max_voxels` a uniform
+    random subset (rng `seed`)."""
     if len(features) != len(targets) or not features:
         raise ValueError(f"need one target per feature array, got {len(features)} and {len(targets)}")
     for feats, target in zip(features, targets):
@@ -125,16 +140,51 @@ def probe_r2(features: list[np.ndarray], targets: list[np.ndarray], max_voxels: 
         chosen = np.sort(np.random.default_rng(seed).choice(n_total, size=max_voxels, replace=False))
     else:
         chosen = np.arange(n_total)
-    x_parts, y_parts = [], []
+    x_parts, y_parts, group_parts = [], [], []
     for i, (feats, target) in enumerate(zip(features, targets)):
         idx = chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])] - offsets[i]
         x_parts.append(feats.reshape(feats.shape[0], -1)[:, idx].T)
         y_parts.append(target.reshape(-1)[idx])
+        group_parts.append(np.full(idx.size, i))
     x = np.concatenate(x_parts).astype(np.float64)
-    y = np.concatenate(y_parts).astype(np.float64)
+    return x, np.concatenate(y_parts).astype(np.float64), np.concatenate(group_parts)
+
+
+def probe_level(features: list[np.ndarray], targets: list[np.ndarray], score: str = "held_out",
+                max_voxels: int = PROBE_DEFAULTS["max_voxels"], seed: int = 0,
+                min_samples_per_feature: float = PROBE_DEFAULTS["min_samples_per_feature"]) -> dict:
+    """R^2 of a linear regression from the voxels' feature vectors to their targets.
+
+    `features[i]` is (C, *grid) and `targets[i]` is (*grid) for image i; the voxels of all
+    images are pooled (subsampled to `max_voxels`, rng `seed`). `score` is "held_out"
+    (leave one image out, R^2 of the pooled out-of-fold predictions) or "in_sample".
+    Returns {"r2", "n_voxels" (samples fitted; the smallest fold's when held out),
+    "n_features", "reason"}: r2 is NaN and `reason` says why when the level has fewer than
+    `min_samples_per_feature` samples per feature, held_out has a single image, or the target
+    is constant (R^2 undefined); `reason` is "" when scored.
+    """
+    if score not in PROBE_CHOICES["score"]:
+        raise ValueError(f"score must be one of {', '.join(PROBE_CHOICES['score'])}, got {score!r}")
+    x, y, groups = _samples(features, targets, max_voxels, seed)
+    n_features = x.shape[1]
+    if score == "in_sample":
+        n_fit = len(y)
+    else:
+        n_fit = len(y) - int(np.bincount(groups).max())  # the fold that holds out the largest image
+    row = {"r2": float("nan"), "n_voxels": n_fit, "n_features": n_features, "reason": ""}
+    if score == "held_out" and len(np.unique(groups)) < 2:
+        return {**row, "reason": "held-out score needs at least 2 images with sampled voxels"}
+    if n_fit < min_samples_per_feature * n_features:
+        return {**row, "reason": f"under-determined: {n_fit} samples for {n_features} features "
+                                 f"(< {min_samples_per_feature:g} per feature)"}
     if np.ptp(y) == 0:
-        return float("nan")
-    return float(LinearRegression().fit(x, y).score(x, y))
+        return {**row, "reason": "constant target (R^2 undefined)"}
+    if score == "in_sample":
+        row["r2"] = float(LinearRegression().fit(x, y).score(x, y))
+    else:
+        predicted = cross_val_predict(LinearRegression(), x, y, groups=groups, cv=LeaveOneGroupOut())
+        row["r2"] = float(r2_score(y, predicted))
+    return row
 
 
 def draw_cases(test_cases, n_images: int, draw: int, seed: int = 0) -> list[str]:
@@ -154,10 +204,13 @@ def run_probe(
     seed: int = 0,
     device="cpu",
     max_voxels: int = PROBE_DEFAULTS["max_voxels"],
+    score: str = PROBE_DEFAULTS["score"],
+    min_samples_per_feature: float = PROBE_DEFAULTS["min_samples_per_feature"],
 ) -> list[dict]:
     """Probe every encoder level on `n_draws` random draws of `n_images` test cases.
 
-    Returns rows {"level" (1 = shallowest), "draw" (0-based), "r2", "n_voxels" (fitted)}.
+    Returns rows {"level" (1 = shallowest), "draw" (0-based), "score", and the fields of
+    `probe_level`}.
     """
     if n_images > len(test_cases):
         log.warning("probe: %d images requested, only %d test cases; using all", n_images, len(test_cases))
@@ -176,9 +229,11 @@ def run_probe(
                 per_level_feats[level].append(f)
                 per_level_targets[level].append(pooled_target(label, f.shape[1:]))
         for level, (feats, targets) in enumerate(zip(per_level_feats, per_level_targets), start=1):
-            n_voxels = min(sum(t.size for t in targets), max_voxels)
-            r2 = probe_r2(feats, targets, max_voxels=max_voxels, seed=seed + draw)
-            rows.append({"level": level, "draw": draw, "r2": r2, "n_voxels": n_voxels})
+            scored = probe_level(feats, targets, score, max_voxels=max_voxels, seed=seed + draw,
+                                 min_samples_per_feature=min_samples_per_feature)
+            if scored["reason"]:
+                log.warning("probe draw %d, level %d: no R^2 (%s)", draw, level, scored["reason"])
+            rows.append({"level": level, "draw": draw, "score": score, **scored})
         elapsed = time.monotonic() - started
         log.info(
             "probe draw %d/%d (%s): %.0f s, ETA %.0f s",
@@ -196,9 +251,18 @@ def probe_options(section: dict | None) -> dict:
         raise ConfigError(f"unknown key(s) in 'probe': {', '.join(unknown)}; allowed: {', '.join(PROBE_DEFAULTS)}")
     options.update(section)
     for key, value in options.items():
-        minimum = 0 if key == "seed" else 1
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(f"probe.{key} must be an integer >= {minimum}, got {value!r}")
+        if key in PROBE_CHOICES:
+            if value not in PROBE_CHOICES[key]:
+                raise ConfigError(f"probe.{key} must be one of {', '.join(PROBE_CHOICES[key])}, got {value!r}")
+            continue
+        minimum = 0 if key in ("seed", "min_samples_per_feature") else 1
+        number = (int, float) if key == "min_samples_per_feature" else int
+        if not isinstance(value, number) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"probe.{key} must be {'a number' if number != int else 'an integer'} >= {minimum}, "
+                              f"got {value!r}")
+    if options["score"] == "held_out" and options["n_images"] < 2:
+        raise ConfigError("probe.n_images must be >= 2 with probe.score: held_out (one image is held out of "
+                          f"each fit), got {options['n_images']}; use more images or probe.score: in_sample")
     return options
 
 
@@ -225,8 +289,11 @@ def _data_paths(run: Path, meta: dict, dataset: str, rep: int) -> tuple[Path, Pa
 
 
 def write_probe_tsv(path, rows: list[dict]) -> None:
+    """One row per (draw, level); r2 "nan" with a `reason` when the level was not scored."""
     lines = ["\t".join(TSV_COLUMNS)]
-    lines += [f"{r['level']}\t{r['draw']}\t{r['r2']:.6f}\t{r['n_voxels']}" for r in rows]
+    for r in rows:
+        lines.append("\t".join([str(r["level"]), str(r["draw"]), f"{r['r2']:.6f}", str(r["n_voxels"]),
+                                str(r["n_features"]), r["score"], r["reason"]]))
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -236,6 +303,7 @@ def cli_probe(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     options = probe_options(load_config(args.config).get("probe"))
+    run_options = {k: v for k, v in options.items() if k not in ANALYSIS_KEYS}
     run = Path(args.run)
     model_path = run / "model.pt"
     if not model_path.is_file():
@@ -248,9 +316,10 @@ def cli_probe(args) -> int:
     if meta.get("status", summary.get("status")) == "diverged":
         log.warning("%s: run diverged; writing NaN probe rows", run)
         rows = [
-            {"level": level, "draw": draw, "r2": float("nan"), "n_voxels": 0}
+            {"level": level, "draw": draw, "r2": float("nan"), "n_voxels": 0, "n_features": n_features,
+             "score": options["score"], "reason": DIVERGED}
             for draw in range(options["n_draws"])
-            for level in range(1, model.levels + 1)
+            for level, n_features in enumerate(level_channels(model), start=1)
         ]
     else:
         dataset, rep = meta.get("dataset", summary.get("dataset")), meta.get("rep", summary.get("rep"))
@@ -260,6 +329,6 @@ def cli_probe(args) -> int:
         test_cases = _read_json(split_path).get("test")
         if not test_cases:
             raise DataError(f"{split_path}: no test cases")
-        rows = run_probe(model, CaseStore(store_path), test_cases, device=device, **options)
+        rows = run_probe(model, CaseStore(store_path), test_cases, device=device, **run_options)
     write_probe_tsv(args.out, rows)
     return 0

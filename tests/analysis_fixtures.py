@@ -42,8 +42,11 @@ def cases_frame(cells: dict, dataset: str = "brats18", diverged=(), **origin) ->
 
 def write_run(results: Path, dataset: str, setting: str, method: str, rep: int, dice, status: str = "converged",
               data_source: str = "synthetic", scale: str = "smoke", iterations: int = 40,
-              rec_channels: int = 0) -> Path:
-    """A finished run folder with the files `massl train` writes (no model)."""
+              rec_channels: int = 0, stop: dict | None = None, final_dice=None) -> Path:
+    """A finished run folder with the files `massl train` writes (no model). Without `stop` and
+    `final_dice` it is a run from before issue 13 (no stop fields, no per_case_final.tsv);
+    `stop` adds summary fields (stop_reason, still_improving, ...), `final_dice` the final
+    weights' per_case_final.tsv."""
     run = Path(results) / "runs" / dataset / setting / method / f"rep{rep}"
     run.mkdir(parents=True)
     dice = [np.nan] * len(dice) if status == "diverged" else list(dice)
@@ -52,8 +55,11 @@ def write_run(results: Path, dataset: str, setting: str, method: str, rep: int, 
     summary = {"dataset": dataset, "setting": setting, "method": method, "method_label": METHOD_LABELS[method],
                "rep": rep, "status": status, "n_test": len(dice), "mean_dice": float(np.nanmean(dice)) if
                status == "converged" else None, "best_iteration": iterations // 2, "iterations": iterations,
-               "wall_seconds": 12.5, "data_source": data_source, "scale": scale}
+               "wall_seconds": 12.5, "data_source": data_source, "scale": scale, **(stop or {})}
     (run / "summary.json").write_text(json.dumps(summary))
+    if final_dice is not None:
+        final = rows.assign(dice=[np.nan] * len(dice) if status == "diverged" else list(final_dice))
+        final.to_csv(run / "per_case_final.tsv", sep="\t", index=False, na_rep="")
     it = np.arange(1, iterations + 1)
     log = pd.DataFrame({"iteration": it, "epoch": (it - 1) // 10, "loss": 1.0 / it, "loss_seg": 0.5 / it,
                         "loss_rec": 0.5 / it, "lr_seg": 0.01, "lr_rec": 0.001,
@@ -76,13 +82,21 @@ def example_slice(rec_channels: int = 0, size: int = 24) -> dict:
     return arrays
 
 
-def write_probe(results: Path, dataset: str, setting: str, method: str, rep: int, r2: dict) -> Path:
-    """A probe TSV from {level: [R² of draw 0, draw 1, ...]}."""
+def write_probe(results: Path, dataset: str, setting: str, method: str, rep: int, r2: dict,
+                reasons: dict | None = None, score: str | None = None) -> Path:
+    """A probe TSV from {level: [R² of draw 0, draw 1, ...]}. Without `score` it has the old
+    columns (level draw r2 n_voxels); with it the issue-13 ones, a level in `reasons`
+    ({level: reason}) getting NaN R² and that reason."""
     path = Path(results) / "probe" / dataset / setting / method / f"rep{rep}.tsv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [{"level": level, "draw": draw, "r2": value, "n_voxels": 1000 // level}
+    reasons = reasons or {}
+    rows = [{"level": level, "draw": draw, "r2": np.nan if level in reasons else value, "n_voxels": 1000 // level,
+             "n_features": 8 * 2 ** level, "score": score, "reason": reasons.get(level, "")}
             for level, values in r2.items() for draw, value in enumerate(values)]
-    pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
+    frame = pd.DataFrame(rows)
+    if score is None:
+        frame = frame[["level", "draw", "r2", "n_voxels"]]
+    frame.to_csv(path, sep="\t", index=False, na_rep="")
     return path
 
 
@@ -98,8 +112,31 @@ def stats_frame(means: dict, dataset: str, stars=(), daggers=(), diverged=(), sd
                      "n_diverged": n_diverged, "n_cases": 10 * n_reps, "reference": "cnn", "best": "massl_alter",
                      "mark_ref": "*" if (setting, method) in stars else "",
                      "mark_best": "†" if (setting, method) in daggers else "", "mark_test": "paired",
-                     "alpha": 0.05, "test_train_ratio": 0.4, "data_source": data_source, "scale": scale})
+                     "alpha": 0.05, "test_train_ratio": 0.4, "data_source": data_source, "scale": scale,
+                     "mean_final": mean, "sd_final": sd, "n_final": n_reps - n_diverged, "n_stop_plateau": 0,
+                     "n_stop_budget": 0, "n_stop_diverged": 0, "n_stop_unknown": n_reps, "n_still_improving": 0,
+                     "still_improving_reps": ""})
     return pd.DataFrame(rows).reindex(columns=list(STATS_COLUMNS))
+
+
+CASE_OFFSETS = np.array([-0.05, 0.05, -0.02, 0.02])  # mean 0: a repetition's mean is its set value
+
+
+def cases_like(stats: pd.DataFrame, n_reps: int = 5) -> pd.DataFrame:
+    """A case table whose repetition means have each cell's `mean` and `sd`: mean + sd · z, with
+    z a standardised pattern permuted per method, so two methods' per-repetition differences
+    vary (as two models' do). A cell with `n_diverged` > 0 diverged in repetition 1."""
+    base = np.arange(n_reps) - (n_reps - 1) / 2
+    base = base / base.std(ddof=1)
+    cells, diverged = {}, set()
+    for row in stats.itertuples():
+        # seeds 1..9: nine distinct 5-repetition patterns (seed 0 repeats seed 2's)
+        z = np.random.default_rng(1 + list(METHOD_LABELS).index(row.method)).permutation(base)
+        cells[(row.setting, row.method)] = [list(row.mean + row.sd * zr + CASE_OFFSETS) for zr in z]
+        if row.n_diverged > 0:
+            diverged.add((row.setting, row.method, 1))
+    first = stats.iloc[0]
+    return cases_frame(cells, str(first["dataset"]), diverged, data_source=first["data_source"], scale=first["scale"])
 
 
 # Method means in which every claim of the paper holds: MASSL(alter) on top, alternating above
@@ -121,4 +158,28 @@ def probe_table(level5: dict | None = None) -> pd.DataFrame:
     rows = [{"dataset": "brats18", "setting": "50L70U", "method": m, "method_label": METHOD_LABELS[m],
              "level": level, "mean": level5[m] if level == 5 else 0.3 + 0.04 * level, "variance": 0.01, "n": 25,
              "n_reps": 5} for m in ("cnn", "mssl_alter", "massl_alter") for level in range(1, 6)]
+    return pd.DataFrame(rows)
+
+
+def probe_rows(level5: dict | None = None, n_reps: int = 5, n_draws: int = 5, spread: float = 0.005,
+               reasons: dict | None = None, score: str = "held_out") -> pd.DataFrame:
+    """Probe rows as `analysis.tables.read_probe_files` returns them for CNN, MSSL(alter) and
+    MASSL(alter) at levels 1-5 (level 5 means from `level5`, the others 0.3 + 0.04 · level),
+    repetition r shifted by spread · z_r (a method-specific pattern), draws around it; a level
+    in `reasons` ({level: reason}) is refused (NaN R², that reason)."""
+    level5 = level5 or {"cnn": 0.45, "mssl_alter": 0.47, "massl_alter": 0.52}
+    reasons = reasons or {}
+    base = np.arange(n_reps) - (n_reps - 1) / 2
+    base = base / base.std(ddof=1)
+    draws = np.linspace(-0.01, 0.01, n_draws)
+    rows = []
+    for k, method in enumerate(("cnn", "mssl_alter", "massl_alter")):
+        for rep, z in enumerate(np.roll(base, 2 * k), 1):
+            for level in range(1, 6):
+                mean = level5[method] if level == 5 else 0.3 + 0.04 * level
+                for draw, offset in enumerate(draws):
+                    rows.append({"level": level, "draw": draw, "r2": np.nan if level in reasons else
+                                 mean + spread * z + offset, "n_voxels": 1000 // level, "n_features": 8 * 2 ** level,
+                                 "score": score, "reason": reasons.get(level, ""), "dataset": "brats18",
+                                 "setting": "50L70U", "method": method, "rep": rep})
     return pd.DataFrame(rows)

@@ -44,20 +44,30 @@ def scan(shape, seed: int, label_values=(1,)) -> tuple[np.ndarray, np.ndarray]:
     return image.astype(np.float32), label
 
 
-def make_brats(parent: Path, hgg=BRATS_HGG, lgg=BRATS_LGG, shape=BRATS_SHAPE) -> Path:
+BRATS_OTHER_MODALITIES = ("t1", "t1ce", "t2")
+
+
+def make_brats(parent: Path, hgg=BRATS_HGG, lgg=BRATS_LGG, shape=BRATS_SHAPE, all_modalities: bool = False) -> Path:
+    """`MICCAI_BraTS_2018_Data_Training/{HGG,LGG}/<case>/<case>_{flair,seg}.nii.gz`; with
+    `all_modalities` also `_t1`, `_t1ce`, `_t2`, as in the real download."""
     root = parent / "MICCAI_BraTS_2018_Data_Training"
     for grade, names in (("HGG", hgg), ("LGG", lgg)):
         for seed, name in enumerate(names):
             image, label = scan(shape, seed, label_values=(2, 1, 4))
             write_nifti(root / grade / name / f"{name}_flair.nii.gz", image)
             write_nifti(root / grade / name / f"{name}_seg.nii.gz", label)
+            for k, modality in enumerate(BRATS_OTHER_MODALITIES if all_modalities else ()):
+                write_nifti(root / grade / name / f"{name}_{modality}.nii.gz", image * (k + 2))
     return root
 
 
-def write_wmh_case(folder: Path, shape, seed: int, spacing=(1.0, 1.0, 3.0)) -> None:
+def write_wmh_case(folder: Path, shape, seed: int, spacing=(1.0, 1.0, 3.0), t1: bool = False) -> None:
+    """`<folder>/{wmh.nii.gz, pre/FLAIR.nii.gz}` (and `pre/T1.nii.gz`, as in the real data)."""
     image, label = scan(shape, seed, label_values=(1, 2))
     write_nifti(folder / "pre" / "FLAIR.nii.gz", image, affine_for(spacing))
     write_nifti(folder / "wmh.nii.gz", label, affine_for(spacing))
+    if t1:
+        write_nifti(folder / "pre" / "T1.nii.gz", image * 2, affine_for(spacing))
 
 
 def make_wmh2017(parent: Path, per_site: int = 2) -> Path:

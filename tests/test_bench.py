@@ -4,12 +4,13 @@ project's strategies, the report's schema and arithmetic. No timing assertions."
 import json
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from massl import allocator, bench
+from massl import bench
 from massl.config import TrainConfig
 from massl.methods import METHODS, get_method
 
@@ -87,13 +88,13 @@ def _worker_outputs():
               "gflop_per_iteration": 50.0, "peak_memory_mb": 200.0, "repeats": 3, "amp": "off"}]
     project = {"impl": "project", "steps": steps, "ceiling_gflops": 80.0,
                "machine": {"cpu": "Test CPU", "cpu_cores": 2, "torch_threads": 1, "device": "cpu",
-                           "device_name": "Test CPU", "torch": "x", "allocator": "tcmalloc", "hostname": "h",
-                           "quick": True},
+                           "device_name": "Test CPU", "torch": "x", "hostname": "h", "quick": True},
+               "allocator": "glibc-tuned",
                "loading": [{"scale": "demo", "seconds_per_batch": 0.01, "batches_per_second": 100.0}],
                "inference": {"volume_shape": [155, 200, 200], "patch": [32, 128, 128], "overlap": 0.5,
                              "windows_per_batch": 8, "windows": 81, "windows_timed": 9, "seconds": 81.0,
                              "seconds_per_window": 1.0, "extrapolated": True, "amp": "off"}}
-    reference = {"impl": "reference", "steps": [{**steps[0], "seconds_per_iteration": 0.8, "gflop_per_iteration": 20.0},
+    reference = {"impl": "reference", "allocator": "default", "steps": [{**steps[0], "seconds_per_iteration": 0.8, "gflop_per_iteration": 20.0},
                                                 {**steps[1], "seconds_per_iteration": 4.0, "gflop_per_iteration": 60.0}]}
     return project, reference
 
@@ -101,6 +102,7 @@ def _worker_outputs():
 def test_merged_report_has_the_issue_schema_and_hand_computed_ratios(tmp_path):
     report = bench.merge_results(*_worker_outputs())
     assert {"machine", "ceiling_gflops", "steps", "inference", "loading"} <= set(report)
+    assert (report["allocator"], report["reference_allocator"]) == ("glibc-tuned", "default")
     supervised, joint = report["steps"]
     assert STEP_KEYS <= set(supervised)
     assert supervised["gflops"] == pytest.approx(40.0)  # 20 GFLOP / 0.5 s
@@ -110,7 +112,8 @@ def test_merged_report_has_the_issue_schema_and_hand_computed_ratios(tmp_path):
     assert report["loading"][0]["fraction_of_step"] == pytest.approx(0.02)  # 0.01 s of a 0.5 s step
     assert report["paper_grid_hours"] is None  # no paper-scale steps measured
     text = bench.format_report(report)
-    for figure in ("Test CPU", "80.0 GFLOP/s", "1.60x", "2.00 %", "81.0 s", "extrapolated from 9"):
+    for figure in ("Test CPU", "80.0 GFLOP/s", "1.60x", "2.00 %", "81.0 s", "extrapolated from 9",
+                   "allocator: glibc-tuned (reference: default)"):
         assert figure in text
     json.dumps(report)  # the report is plain JSON
 
@@ -127,36 +130,15 @@ def test_paper_grid_hours_on_a_one_setting_grid():
     assert bench.paper_grid_hours(steps[:2], 1.0, grid=grid, cfg=cfg) is None
 
 
-def test_preload_env_adds_or_removes_only_tcmalloc():
-    env = {"PATH": "/bin", "LD_PRELOAD": "/x/libtcmalloc.so.4:/y/libother.so"}
-    assert allocator.preload_env(env, "/lib/libtcmalloc_minimal.so.4")["LD_PRELOAD"] == \
-        "/lib/libtcmalloc_minimal.so.4:/y/libother.so"
-    assert allocator.preload_env(env, None) == {"PATH": "/bin", "LD_PRELOAD": "/y/libother.so"}
-    assert allocator.preload_env({"PATH": "/bin"}, None) == {"PATH": "/bin"}
-
-
-def test_tcmalloc_path_prefers_the_environments_own(tmp_path, monkeypatch):
-    (tmp_path / "lib").mkdir()
-    (tmp_path / "lib" / "libtcmalloc_minimal.so.4").write_bytes(b"")
-    monkeypatch.setenv("CONDA_PREFIX", str(tmp_path))
-    assert allocator.tcmalloc_path() == str(tmp_path / "lib" / "libtcmalloc_minimal.so.4")
-
-
-def test_shell_prefix_keeps_what_ld_preload_already_holds(monkeypatch):
-    monkeypatch.setattr(allocator, "tcmalloc_path", lambda: "/nonexistent/libtcmalloc_minimal.so.4")
-    command = allocator.shell_prefix() + "printenv LD_PRELOAD"
-
-    def run(env):
-        # strict mode, as Snakemake runs its shell commands
-        return subprocess.run(["bash", "-euo", "pipefail", "-c", command], env=env, capture_output=True,
-                              text=True, check=True).stdout
-
-    assert run({"PATH": os.environ["PATH"], "LD_PRELOAD": "/x/libother.so"}) == \
-        "/nonexistent/libtcmalloc_minimal.so.4:/x/libother.so\n"
-    assert run({"PATH": os.environ["PATH"]}) == "/nonexistent/libtcmalloc_minimal.so.4\n"
-    monkeypatch.setattr(allocator, "tcmalloc_path", lambda: None)
-    assert allocator.shell_prefix() == ""
-
+def test_worker_boot_applies_the_allocator_before_torch(tmp_path):
+    """The worker's entry tunes the allocator before `massl.bench` imports torch, and runs the
+    worker's command line."""
+    probe = tmp_path / "boot_probe.py"
+    boot = bench.WORKER_BOOT.replace("from massl.bench import", "import boot_probe; from massl.bench import")
+    probe.write_text("import sys, massl.allocator as a\nprint(a.active(), 'torch' in sys.modules)\n")
+    env = {**os.environ, "MASSL_ALLOCATOR": "default", "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run([sys.executable, "-c", boot, "worker", "--help"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("default False\n") and "--impl" in done.stdout
 
 
 def test_rounds_combine_to_the_median_time_and_the_highest_peak():

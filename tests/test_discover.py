@@ -6,7 +6,7 @@ import json
 import pytest
 from layouts import BRATS_HGG, BRATS_LGG, make_brats, make_nnunet, make_wmh2017, make_wmh2022
 
-from massl.data.discover import DataFileError, discover, read_nnunet_dataset
+from massl.data.discover import DataFileError, LayoutError, case_folder, discover, read_nnunet_dataset
 
 
 def test_brats_hgg_only_by_default(tmp_path):
@@ -98,6 +98,35 @@ def test_nnunet_case_with_label_but_no_image_is_listed(tmp_path):
 def test_missing_root_and_missing_dataset_json(tmp_path):
     with pytest.raises(DataFileError, match="dataset folder not found"):
         discover("wmh17", tmp_path / "nowhere")
-    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "imagesTr").mkdir(parents=True)
     with pytest.raises(DataFileError, match="dataset.json not found"):
         discover("nnunet", tmp_path / "raw")
+
+
+def test_case_folder_is_named_as_the_readers_name_it(tmp_path):
+    brats = make_brats(tmp_path, lgg=())
+    wmh = make_wmh2022(tmp_path)
+    for root, fmt in ((brats, "brats18"), (wmh, "wmh17")):
+        for case in discover(fmt, root):
+            assert case_folder(case.image.parent if fmt == "brats18" else case.image.parent.parent) == case
+    assert case_folder(brats / "HGG") is None and case_folder(wmh / "training") is None
+
+
+def test_layout_errors_say_where_the_dataset_is(tmp_path):
+    root = make_nnunet(tmp_path / "download", channels=("FLAIR",))
+    with pytest.raises(LayoutError) as err:
+        discover("nnunet", tmp_path / "download")
+    assert err.value.problem == f"found Dataset501_Lesions/ inside: point at that folder ({root})"
+    brats = make_brats(tmp_path / "b", lgg=())
+    with pytest.raises(LayoutError) as err:
+        discover("nnunet", brats)
+    assert (err.value.looks_like, err.value.at) == ("brats18", brats)
+    with pytest.raises(LayoutError) as err:
+        discover("brats18", root)
+    assert (err.value.looks_like, err.value.at) == ("nnunet", root)
+
+
+def test_a_grade_folder_with_a_stray_folder_keeps_listing_it(tmp_path):
+    hgg = make_brats(tmp_path, lgg=()) / "HGG"
+    (hgg / "notes").mkdir()
+    assert [c.case_id for c in discover("brats18", hgg)] == sorted(BRATS_HGG) + ["notes"]  # the check names it

@@ -82,3 +82,15 @@ def test_missing_example_file_is_reported(tmp_path, runs, capsys):
     (runs[0] / "examples.npz").unlink()
     assert _figure(tmp_path, "examples", "--runs", runs[0]) == 2
     assert "examples.npz" in capsys.readouterr().err
+
+
+def test_probe_figure_leaves_a_gap_for_a_refused_level(tmp_path):
+    table = probe_table().assign(score="held_out", reason="")
+    table.loc[table["level"] == 5, ["mean", "variance"]] = np.nan
+    table.loc[table["level"] == 5, "reason"] = "under-determined: 64 samples for 256 features (< 10 per feature)"
+    fig = figures.probe_figure(table)
+    assert fig.axes[0].get_ylabel() == "R² of linear probe (held-out)"
+    path = tmp_path / "table3.csv"
+    table.to_csv(path, index=False)
+    assert _figure(tmp_path, "probe", "--table", path) == 0
+    _assert_written(tmp_path)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from analysis_fixtures import IDEAL_MEANS, ideal_stats, probe_table, stats_frame
+from analysis_fixtures import IDEAL_MEANS, cases_like, ideal_stats, probe_rows, stats_frame, write_probe
 
 from analysis import replication
-from analysis.claims import FAIL, NOT_TESTABLE, PASS
+from analysis.claims import FAILS, HOLDS, UNDETERMINED
 from analysis.common import ConfigError, DataError, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,8 +27,11 @@ def verdicts(result, side="ours"):
     return {c.claim_id: c for c in claims}
 
 
-def run(stats, paper, probe=None, tolerance=TOLERANCE):
-    return replication.replicate(stats, [f"stats{i}" for i in range(len(stats))], probe, paper, tolerance)
+def run(stats, paper, probe=None, tolerance=TOLERANCE, cases=None, options=None):
+    """The report's numbers; the case tables default to ones with each cell's mean and sd."""
+    cases = [cases_like(s) for s in stats] if cases is None else cases
+    return replication.replicate(stats, [f"stats{i}" for i in range(len(stats))], cases, paper, tolerance, probe,
+                                 options)
 
 
 def paper_stats(paper, dataset, shift=0.0, sd=0.01, **kwargs):
@@ -50,64 +53,85 @@ def test_paper_values_are_read_with_ids_levels_and_marks(paper):
     assert (probe["value"].item(), probe["spread"].item()) == (0.535, 0.03)
 
 
-def test_all_claims_pass_on_an_ideal_result_table(paper):
-    result = run([ideal_stats("brats18"), ideal_stats("wmh17")], paper, probe_table())
+def test_all_claims_hold_on_an_ideal_result_table_with_little_noise(paper):
+    result = run([ideal_stats("brats18", sd=0.002), ideal_stats("wmh17", sd=0.002)], paper, probe_rows())
     assert {cid: v.verdict for cid, v in verdicts(result).items()} == {
-        "best": PASS, "fewest_labels": PASS, "alternating": PASS, "attention": PASS, "pretrain_dec": PASS,
-        "probe": PASS}
-    assert verdicts(result)["best"].detail.startswith("holds in 6 of 6 comparisons")
+        "best": HOLDS, "fewest_labels": HOLDS, "alternating": HOLDS, "attention": HOLDS, "pretrain_dec": HOLDS,
+        "probe": HOLDS}
+    best = verdicts(result)["best"]
+    assert best.detail.startswith("48 comparison(s): 48 holds.")
+    # deciding comparison: the smallest margin, MASSL(alter) over MSSL(alter) (0.04)
+    assert best.effect == pytest.approx(0.04) and 0 < best.low < 0.04 < best.high
+    assert best.comparison == "table1 20L100U: MASSL(alter) − MSSL(alter)"
+
+
+def test_the_same_table_with_repetition_noise_is_undetermined(paper):
+    """The same means, but each method's repetition means spread by 0.03: differences of 0.01-0.04
+    are within their uncertainty, so no claim holds and none is refuted."""
+    result = run([ideal_stats("brats18", sd=0.03), ideal_stats("wmh17", sd=0.03)], paper,
+                 probe_rows(spread=0.1))
+    v = verdicts(result)
+    assert {cid: c.verdict for cid, c in v.items()} == {
+        "best": UNDETERMINED, "fewest_labels": HOLDS, "alternating": UNDETERMINED, "attention": UNDETERMINED,
+        "pretrain_dec": UNDETERMINED, "probe": UNDETERMINED}
+    assert v["attention"].low < 0 < v["attention"].high
 
 
 def test_specific_claims_fail_and_name_the_column(paper):
-    brats = ideal_stats("brats18", stars={("50L70U", "massl_alter"), ("120L120U", "massl_alter"),
-                                          ("50L70U", "pretrain_dec")})
-    wmh = ideal_stats("wmh17")
+    brats = ideal_stats("brats18", sd=0.002, stars={("50L70U", "massl_alter"), ("120L120U", "massl_alter"),
+                                                    ("50L70U", "pretrain_dec")})
+    wmh = ideal_stats("wmh17", sd=0.002)
     brats.loc[(brats["setting"] == "50L70U") & (brats["method"] == "pretrain_dec"), "mean"] = 0.65
     wmh.loc[(wmh["setting"] == "30L30U") & (wmh["method"] == "pretrain_cnn"), "mean"] = 0.80
     brats.loc[(brats["setting"] == "120L120U") & (brats["method"] == "massl_l09"), "mean"] = 0.75
-    result = run([brats, wmh], paper, probe_table({"cnn": 0.45, "mssl_alter": 0.47, "massl_alter": 0.40}))
+    result = run([brats, wmh], paper, probe_rows({"cnn": 0.45, "mssl_alter": 0.47, "massl_alter": 0.40}))
     v = verdicts(result)
 
-    assert v["best"].verdict == FAIL
-    assert "table2 30L30U: MASSL(alter) 0.7000 ≤ Pretrain(CNN) 0.8000" in v["best"].detail
-    assert "table1 120L120U: MASSL(alter) 0.7000 ≤ MASSL(λ=0.9) 0.7500" in v["best"].detail
-    assert v["fewest_labels"].verdict == FAIL
-    assert "table1 20L100U" in v["fewest_labels"].detail and "not significant" in v["fewest_labels"].detail
-    assert v["alternating"].verdict == FAIL and "holds in 11 of 12" in v["alternating"].detail
-    assert v["attention"].verdict == PASS
-    assert v["pretrain_dec"].verdict == FAIL and "table1 50L70U: significantly better" in v["pretrain_dec"].detail
-    assert v["probe"].verdict == FAIL and "R² 0.400 ≤ CNN 0.450" in v["probe"].detail
+    assert v["best"].verdict == FAILS
+    assert "table2 30L30U: MASSL(alter) − Pretrain(CNN): -0.1000 [" in v["best"].detail
+    assert "table1 120L120U: MASSL(alter) − MASSL(λ=0.9): -0.0500 [" in v["best"].detail
+    assert v["best"].comparison == "table2 30L30U: MASSL(alter) − Pretrain(CNN)" and v["best"].high < 0
+    # ours use the interval, not the paired per-scan test behind the * mark; the mark is named
+    assert v["fewest_labels"].verdict == HOLDS and "not marked *" in v["fewest_labels"].detail
+    assert v["alternating"].verdict == FAILS
+    assert "24 comparison(s): 23 holds, 1 does not hold" in v["alternating"].detail
+    assert v["attention"].verdict == HOLDS
+    assert v["pretrain_dec"].verdict == FAILS
+    assert "table1 50L70U: CNN − Pretrain(Dec): -0.0400 [" in v["pretrain_dec"].detail
+    assert v["probe"].verdict == FAILS and v["probe"].effect == pytest.approx(-0.05) and v["probe"].high < 0
 
 
 def test_untestable_and_unconverged_claims(paper):
-    brats = ideal_stats("brats18", diverged={("20L100U", "massl_alter"), ("50L70U", "mssl_l07")})
-    no_joint = ideal_stats("wmh17")
+    brats = ideal_stats("brats18", sd=0.002, diverged={("20L100U", "massl_alter"), ("50L70U", "mssl_l07")})
+    no_joint = ideal_stats("wmh17", sd=0.002)
     no_joint = no_joint[~no_joint["method"].isin(["mssl_l07", "mssl_l09"])]
     v = verdicts(run([brats, no_joint], paper, None))
-    assert v["probe"].verdict == NOT_TESTABLE and v["probe"].detail == "no probe table"
-    assert v["best"].verdict == FAIL and "table1 20L100U: MASSL(alter) did not converge" in v["best"].detail
-    assert v["fewest_labels"].verdict == FAIL
-    assert v["alternating"].verdict == FAIL  # MASSL(alter) failing 20L100U outweighs the missing joint MSSL
-    assert "table2 10L20U: no joint MSSL run" in v["alternating"].detail
-    assert "(MSSL(λ=0.7) n.c.)" in v["alternating"].detail  # an unconverged rival counts as beaten
+    assert v["probe"].verdict == UNDETERMINED and v["probe"].detail.endswith("table3: no probe table")
+    assert v["best"].verdict == FAILS and "table1 20L100U: MASSL(alter) − CNN: MASSL(alter) did not converge" \
+        in v["best"].detail
+    assert v["fewest_labels"].verdict == FAILS
+    assert v["alternating"].verdict == FAILS  # MASSL(alter) failing 20L100U outweighs the missing joint MSSL
+    assert "table2 10L20U: MSSL: no joint MSSL run" in v["alternating"].detail
+    assert "MSSL(λ=0.7) n.c. (counts as beaten)" in v["alternating"].detail
 
-    converged = ideal_stats("brats18", diverged={("50L70U", "mssl_l07")})
-    v = verdicts(run([converged, no_joint], paper, probe_table()))
-    assert v["alternating"].verdict == NOT_TESTABLE and v["best"].verdict == PASS
+    converged = ideal_stats("brats18", sd=0.002, diverged={("50L70U", "mssl_l07")})
+    v = verdicts(run([converged, no_joint], paper, probe_rows()))
+    assert v["alternating"].verdict == UNDETERMINED and v["best"].verdict == HOLDS
 
 
 def test_paper_numbers_fail_only_the_strict_alternating_claim(paper):
     v = verdicts(run([ideal_stats("brats18")], paper, None), side="paper")
     assert {cid: c.verdict for cid, c in v.items()} == {
-        "best": PASS, "fewest_labels": PASS, "alternating": FAIL, "attention": PASS, "pretrain_dec": PASS,
-        "probe": PASS}
-    # MSSL(alter) is below MSSL(λ=0.9) in three printed columns
+        "best": HOLDS, "fewest_labels": HOLDS, "alternating": FAILS, "attention": HOLDS, "pretrain_dec": HOLDS,
+        "probe": HOLDS}
+    # point verdicts: MSSL(alter) is below MSSL(λ=0.9) in three printed columns; no interval
     detail = v["alternating"].detail
-    for column in ("table1 50L70U: MSSL(alter) 0.7462 ≤ MSSL(λ=0.9) 0.7466",
-                   "table1 120L120U: MSSL(alter) 0.7461 ≤ MSSL(λ=0.9) 0.7568",
-                   "table2 30L30U: MSSL(alter) 0.6880 ≤ MSSL(λ=0.9) 0.6906"):
+    for column in ("table1 50L70U: MSSL(alter) − MSSL(λ=0.9): -0.0004",
+                   "table1 120L120U: MSSL(alter) − MSSL(λ=0.9): -0.0107",
+                   "table2 30L30U: MSSL(alter) − MSSL(λ=0.9): -0.0026"):
         assert column in detail
-    assert "holds in 9 of 12" in detail
+    assert "24 comparison(s): 21 holds, 3 does not hold" in detail
+    assert v["alternating"].effect == pytest.approx(-0.0107) and math.isnan(v["alternating"].low)
 
 
 def test_tolerance_is_the_larger_of_dice_points_and_standard_errors(paper):
@@ -158,18 +182,22 @@ def test_tolerance_comes_from_the_config(tmp_path):
 
 
 def test_report_command_writes_all_outputs(tmp_path):
-    stats = []
+    stats, cases = [], []
     for dataset in ("brats18", "wmh17"):
         stats.append(tmp_path / f"{dataset}.tsv")
-        ideal_stats(dataset).to_csv(stats[-1], sep="\t", index=False)
-    probe = tmp_path / "table3.csv"
-    probe_table().to_csv(probe, index=False)
+        cases.append(tmp_path / f"{dataset}_cases.tsv")
+        ideal_stats(dataset, sd=0.002).to_csv(stats[-1], sep="\t", index=False)
+        cases_like(ideal_stats(dataset, sd=0.002)).to_csv(cases[-1], sep="\t", index=False)
+    rows = probe_rows()
+    probe = [write_probe(tmp_path, "brats18", "50L70U", method, rep,
+                         {lv: list(g["r2"]) for lv, g in here.groupby("level")}, score="held_out")
+             for (method, rep), here in rows.groupby(["method", "rep"])]
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"scale": "smoke", "replication": {"tolerance_dice": 0.02, "tolerance_se": 2}}))
     out = tmp_path / "replication"
-    code = run_cli(replication.build_parser(), ["--stats", *map(str, stats), "--probe-table", str(probe),
-                                                "--paper", str(PAPER), "--config", str(config),
-                                                "--out-dir", str(out)])
+    code = run_cli(replication.build_parser(), ["--stats", *map(str, stats), "--cases", *map(str, cases),
+                                                "--probe-files", *map(str, probe), "--paper", str(PAPER),
+                                                "--config", str(config), "--out-dir", str(out)])
     assert code == 0
     md = (out / "report.md").read_text()
     assert "SYNTHETIC benchmark, scale 'smoke'" in md and "NOT a replication" in md
@@ -181,8 +209,11 @@ def test_report_command_writes_all_outputs(tmp_path):
     checklist = pd.read_csv(out / "checklist.tsv", sep="\t")
     assert list(checklist["claim_id"]) == ["best", "fewest_labels", "alternating", "attention", "pretrain_dec",
                                            "probe"]
-    assert set(checklist["verdict"]) == {PASS}
-    assert list(checklist["paper_verdict"]).count(FAIL) == 1
+    assert set(checklist["verdict"]) == {HOLDS}
+    assert (checklist["ci_low"] > 0).all() and (checklist["ci_low"] < checklist["effect"]).all()
+    assert set(checklist["confidence"]) == {0.95} and set(checklist["interval"]) == {"corrected"}
+    assert list(checklist["paper_point_verdict"]).count(FAILS) == 1 and checklist["paper_effect"].notna().all()
+    assert "Runs still improving at their budget" in md and "Nadeau & Bengio" in md
 
 
 def test_report_on_real_data_and_unmatched_settings(tmp_path, paper):
@@ -193,8 +224,7 @@ def test_report_on_real_data_and_unmatched_settings(tmp_path, paper):
     assert "table1: our setting(s) 4L8U have no paper value." in result.notes
     assert "table1: paper setting(s) 50L70U, 120L120U were not run." in result.notes
     assert set(result.compared["setting"]) == {"20L100U"}
-    assert verdicts(result)["fewest_labels"].detail.endswith("table1 4L8U: MASSL(alter) 0.6800 > CNN 0.6000, "
-                                                             "significant (*)")
+    assert "table1 4L8U: MASSL(alter) − CNN: +0.0800 [" in verdicts(result)["fewest_labels"].detail
     from analysis.report import write_report
     write_report(tmp_path, result)
     md = (tmp_path / "report.md").read_text()

@@ -114,19 +114,59 @@ def test_bad_arguments_are_reported(store, tmp_path):
         sampler.set_state({"bit_generator": {"bit_generator": "MT19937"}})
 
 
+@pytest.mark.parametrize("case_sampling", ["without_replacement", "with_replacement"])
 @pytest.mark.parametrize("dims,patch", [(2, [8, 10]), (3, [4, 8, 10])])
-def test_foreground_fraction_forces_target_into_the_patch(tmp_path, dims, patch):
+def test_foreground_fraction_forces_target_into_the_patch(tmp_path, dims, patch, case_sampling):
     image = coded_volume((6, 20, 24))
     label = np.zeros(image.shape, np.uint8)
     label[4, 17, 3] = 1  # one target voxel near a corner
     store = write_store(tmp_path, {"case": image})
     np.save(tmp_path / "case.label.npy", label)
     store = CaseStore(tmp_path)
-    forced = PatchSampler(store, store.case_ids, patch, dims, np.random.default_rng(0), foreground_fraction=1.0)
+    forced = PatchSampler(store, store.case_ids, patch, dims, np.random.default_rng(0), foreground_fraction=1.0,
+                          case_sampling=case_sampling)
     _, labels = forced.sample(16)
     assert all(labels[n].max() == 1 for n in range(16))
-    uniform = PatchSampler(store, store.case_ids, patch, dims, np.random.default_rng(0))
+    uniform = PatchSampler(store, store.case_ids, patch, dims, np.random.default_rng(0), case_sampling=case_sampling)
     _, labels = uniform.sample(16)
     assert sum(labels[n].max() == 1 for n in range(16)) < 16
     with pytest.raises(ConfigError, match="foreground_fraction"):
         PatchSampler(store, store.case_ids, patch, dims, np.random.default_rng(0), foreground_fraction=1.5)
+
+
+# Case sampling per pass ------------------------------------------------------------------------
+
+@pytest.fixture
+def five_cases(tmp_path):
+    return write_store(tmp_path, {f"c{i}": coded_volume((2, 8, 8), i * 10**6) for i in range(5)})
+
+
+def cases_drawn(store, sampler, sizes):
+    return [locate(store, image)[0] for size in sizes for image in sampler.sample(size)[0][:, 0]]
+
+
+def test_without_replacement_visits_every_case_once_per_pass(five_cases):
+    sampler = PatchSampler(five_cases, five_cases.case_ids, [8, 8], 2, np.random.default_rng(0))
+    cases = cases_drawn(five_cases, sampler, (3, 4, 8, 5))  # passes straddle batches
+    passes = [tuple(cases[i:i + 5]) for i in range(0, 20, 5)]
+    assert all(sorted(p) == five_cases.case_ids for p in passes)
+    assert len(set(passes)) > 1  # reshuffled after each pass
+    uniform = PatchSampler(five_cases, five_cases.case_ids, [8, 8], 2, np.random.default_rng(0),
+                           case_sampling="with_replacement")
+    cases = cases_drawn(five_cases, uniform, (20,))
+    assert any(len(set(cases[i:i + 5])) < 5 for i in range(0, 20, 5))  # a case twice in some pass
+
+
+def test_resume_in_the_middle_of_a_pass(five_cases):
+    sampler = PatchSampler(five_cases, five_cases.case_ids, [8, 8], 2, np.random.default_rng(3))
+    sampler.sample(2)
+    saved = json.loads(json.dumps(sampler.state()))
+    assert saved["position"] == 2 and sorted(saved["order"]) == list(range(5))
+    expected = sampler.sample(7)
+    sampler.sample(4)
+    sampler.set_state(saved)
+    np.testing.assert_array_equal(sampler.sample(7)[0], expected[0])
+    with pytest.raises(DataError, match="case order"):
+        sampler.set_state({**saved, "order": [0, 1, 2]})  # another sampler's (3 cases)
+    with pytest.raises(ConfigError, match="case_sampling"):
+        PatchSampler(five_cases, five_cases.case_ids, [8, 8], 2, np.random.default_rng(3), case_sampling="bootstrap")

@@ -216,3 +216,23 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
         tmp.write_text("half written")
         raise RuntimeError("crash while writing")
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+
+
+def test_final_weights_file_must_score_the_same_cases(tmp_path):
+    run = write_run(tmp_path, "brats18", S, "cnn", 1, [0.5, 0.6], final_dice=[0.4, 0.5])
+    cases, row = aggregate.read_run(run)
+    assert cases["dice_final"].tolist() == pytest.approx([0.4, 0.5]) and row["mean_dice_final"] == pytest.approx(0.45)
+    final = pd.read_csv(run / "per_case_final.tsv", sep="\t")
+    final.iloc[:1].to_csv(run / "per_case_final.tsv", sep="\t", index=False)
+    with pytest.raises(DataError, match="per_case_final.tsv: its cases differ"):
+        aggregate.read_run(run)
+
+
+def test_case_table_from_before_the_stopping_rule_is_read(tmp_path):
+    cases = cases_frame({(S, "cnn"): [[0.5, 0.7], [0.4, 0.6]]})
+    path = tmp_path / "old.tsv"
+    cases.to_csv(path, sep="\t", index=False)  # no dice_final, stop_reason, still_improving columns
+    row = stats.compute_stats(stats.read_cases(path), 0.4).iloc[0]
+    assert row["mean"] == pytest.approx(0.55) and math.isnan(row["mean_final"])
+    assert (row["n_final"], row["n_stop_unknown"], row["n_still_improving"], row["still_improving_reps"]) == \
+        (0, 2, 0, "")

@@ -12,9 +12,10 @@ from analysis_fixtures import (
     ideal_stats,
     stats_frame,
     write_probe,
+    write_run,
 )
 
-from analysis import methods, tables
+from analysis import aggregate, methods, tables
 from analysis.common import DataError, run_cli
 from analysis.stats import compute_stats
 
@@ -43,8 +44,9 @@ def test_settings_sort_by_labeled_count_and_print_as_in_the_paper():
 def test_results_table_shape_order_and_marks():
     stats = ideal_stats("brats18", daggers={("50L70U", "cnn")}).sample(frac=1, random_state=1)
     table = tables.results_table(stats)
-    assert table.shape == (9, 3)
-    assert list(table.index) == PAPER_ROWS
+    assert table.shape == (10, 3)
+    assert list(table.index) == [*PAPER_ROWS, tables.SD_ROW]
+    assert list(table.loc[tables.SD_ROW]) == ["0.0100"] * 3
     assert list(table.columns) == ["20 (100)", "50 (70)", "120 (120)"]
     assert table.loc["MASSL(alter)", "20 (100)"] == "0.6800*"
     assert table.loc["CNN", "50 (70)"] == "0.6100†"
@@ -63,9 +65,9 @@ def test_diverged_repetition_prints_nc_and_extended_table_counts_converged():
     row = extended[(extended["setting"] == "20L100U") & (extended["method"] == "massl_l07")].iloc[0]
     assert (row["n_converged"], row["n_reps"], row["cell"]) == (2, 3, "n.c.")
     header, rows = tables._extended_rows(extended, "cnn", "massl_alter")
-    assert header[4] == "p vs CNN" and header[-1] == "p vs MASSL(alter) corr. Holm"
+    assert header[7] == "p vs CNN" and header[-1] == "p vs MASSL(alter) corr. Holm"
     printed = next(r for r in rows if r[0] == "20 (100)" and r[1] == "MASSL(λ=0.7)")
-    assert printed[2].startswith("n.c. (") and printed[3] == "2/3"
+    assert printed[2].startswith("n.c. (") and printed[4] == "2/3"
 
 
 def test_results_command_writes_csv_markdown_and_latex(tmp_path):
@@ -76,12 +78,13 @@ def test_results_command_writes_csv_markdown_and_latex(tmp_path):
     assert done == 0
 
     csv = pd.read_csv(tmp_path / "t" / "table2.csv", index_col=0)
-    assert csv.shape == (9, 3) and list(csv.index) == PAPER_ROWS
+    assert csv.shape == (10, 3) and list(csv.index) == [*PAPER_ROWS, tables.SD_ROW]
     assert csv.loc["MASSL(alter)", "10 (20)"] == "0.6800*"
 
     md = (tmp_path / "t" / "table2.md").read_text().splitlines()
     pipe = [line for line in md if line.startswith("|")]
-    assert len(pipe) == 2 + 9 and pipe[0] == "| Labeled (unlabeled) | 10 (20) | 20 (10) | 30 (30) |"
+    assert len(pipe) == 2 + 10 and pipe[0] == "| Labeled (unlabeled) | 10 (20) | 20 (10) | 30 (30) |"
+    assert pipe[-1] == f"| {tables.SD_ROW} | 0.0100 | 0.0100 | 0.0100 |"
     assert any("†: significantly worse than MASSL(alter)" in line for line in md)
 
     tex = (tmp_path / "t" / "table2.tex").read_text()
@@ -89,7 +92,7 @@ def test_results_command_writes_csv_markdown_and_latex(tmp_path):
                   r"MSSL($\lambda$=0.7)", r"0.6800$^*$", r"\begin{tabular}{lccc}"):
         assert token in tex
     assert "λ" not in tex and "†" not in tex and "±" not in tex
-    assert tex.count(r"\\") == 1 + 9
+    assert tex.count(r"\\") == 1 + 10
 
     extended = pd.read_csv(tmp_path / "t" / "table2_extended.csv")
     assert len(extended) == 27 and {"sd", "p_ref_corrected", "p_ref_holm", "n_converged"} <= set(extended.columns)
@@ -103,7 +106,8 @@ def test_results_command_selects_and_rejects_methods_and_settings(tmp_path, caps
                 "--methods", "massl_alter,cnn", "--settings", "120L120U,20L100U")
     assert done == 0
     csv = pd.read_csv(tmp_path / "sel.csv", index_col=0)
-    assert list(csv.index) == ["MASSL(alter)", "CNN"] and list(csv.columns) == ["120 (120)", "20 (100)"]
+    assert list(csv.index) == ["MASSL(alter)", "CNN", tables.SD_ROW]
+    assert list(csv.columns) == ["120 (120)", "20 (100)"]
     done = _cli("results", "--stats", stats_tsv, "--out-prefix", tmp_path / "bad", "--caption", "c",
                 "--methods", "cnn,unet")
     assert done == 2 and "unet" in capsys.readouterr().err and not (tmp_path / "bad.csv").exists()
@@ -134,14 +138,14 @@ def test_probe_table_mean_and_variance_by_hand(tmp_path):
             files.append(write_probe(tmp_path, "brats18", "50L70U", method, rep,
                                      {level: [d + 0.01 * level for d in draws] for level in range(1, 6)}))
     probe = tables.read_probe_files(files)
-    pooled = tables.probe_summary(probe)
+    pooled = tables.probe_summary(probe, "pooled")
     assert len(pooled) == 15 and list(pooled["method"].unique()) == ["cnn", "mssl_alter", "massl_alter"]
     level1 = pooled[(pooled["method"] == "cnn") & (pooled["level"] == 1)].iloc[0]
     # R² 0.21, 0.41, 0.31, 0.51: mean 0.36; squared deviations .0225 + .0025 + .0025 + .0225 over 3
     assert level1["mean"] == pytest.approx(0.36)
     assert level1["variance"] == pytest.approx(0.05 / 3)
     assert (level1["n"], level1["n_reps"]) == (4, 2)
-    within = tables.probe_summary(probe, "within_rep")
+    within = tables.probe_summary(probe)  # the default: the paper's reading
     assert within["variance"].to_numpy() == pytest.approx(np.full(15, 0.02))  # var of (a, a + 0.2) = 0.02
 
     header, rows = tables.probe_rows(pooled)
@@ -167,3 +171,125 @@ def test_probe_files_must_name_one_setting_and_known_methods(tmp_path):
     odd.write_text("level\tdraw\tr2\tn_voxels\n1\t0\t0.3\t10\n")
     with pytest.raises(DataError, match="rep<r>.tsv"):
         tables.read_probe_files([odd])
+
+
+def test_sd_row_is_the_median_over_converged_methods_of_the_sd_of_repetition_means():
+    # repetition means per method (3 reps): sd 0.01, 0.02, 0.04; the diverged cell's 0.5 is left out
+    reps = {"cnn": [0.60, 0.61, 0.62], "mssl_alter": [0.60, 0.62, 0.64], "massl_alter": [0.60, 0.64, 0.68],
+            "massl_l07": [0.1, 0.6, 1.1]}
+    offsets = np.array([-0.1, 0.1])
+    cells = {("20L100U", m): [list(r + offsets) for r in means] for m, means in reps.items()}
+    stats = compute_stats(cases_frame(cells, diverged={("20L100U", "massl_l07", 2)}), 0.4)
+    assert stats.set_index("method").loc["massl_alter", "sd"] == pytest.approx(0.04)
+    table = tables.results_table(stats)
+    assert table.loc[tables.SD_ROW, "20 (100)"] == "0.0200"
+    assert table.loc["MASSL(λ=0.7)", "20 (100)"] == "n.c."
+
+
+def _stop(reason, improving):
+    return {"stop_reason": reason, "still_improving": improving, "last_validation_iteration": 40,
+            "n_validations": 4, "final_iteration": 40, "mean_dice_final": None, "n_test_final": 3}
+
+
+def test_extended_table_shows_final_weights_stop_reasons_and_still_improving_runs(tmp_path):
+    endings = {1: _stop("budget", True), 2: _stop("plateau", False), 3: _stop("budget", True)}
+    runs = []
+    for method, base in (("cnn", 0.6), ("massl_alter", 0.7)):
+        for rep, stop in endings.items():
+            runs.append(write_run(tmp_path, "brats18", "50L70U", method, rep, [base, base + 0.1], stop=stop,
+                                  final_dice=[base - 0.1, base]))
+    cases, run_rows = aggregate.aggregate(runs)
+    assert run_rows["mean_dice_final"].tolist() == pytest.approx([0.55] * 3 + [0.65] * 3)
+    stats = compute_stats(cases, 0.4).set_index("method")
+    row = stats.loc["massl_alter"]
+    assert row["mean"] == pytest.approx(0.75) and row["mean_final"] == pytest.approx(0.65)
+    assert (row["n_final"], row["n_stop_budget"], row["n_stop_plateau"], row["n_stop_unknown"]) == (3, 2, 1, 0)
+    assert (row["n_still_improving"], row["still_improving_reps"]) == (2, "1,3")
+
+    stats_tsv = tmp_path / "s.tsv"
+    stats.reset_index().to_csv(stats_tsv, sep="\t", index=False)
+    assert _cli("results", "--stats", stats_tsv, "--out-prefix", tmp_path / "t1", "--caption", "c") == 0
+    extended = pd.read_csv(tmp_path / "t1_extended.csv")
+    assert extended["n_still_improving"].tolist() == [2, 2]
+    md = (tmp_path / "t1_extended.md").read_text()
+    assert "| 50 (70) | MASSL(alter) | 0.7500 ± 0.0000* | 0.6500 ± 0.0000 | 3/3 | 1/2/0 | 2/3 (rep 1,3) |" in md
+
+
+def test_runs_from_before_the_stopping_rule_read_as_not_recorded(tmp_path):
+    runs = [write_run(tmp_path, "brats18", "50L70U", "cnn", rep, [0.6, 0.7]) for rep in (1, 2)]
+    cases, run_rows = aggregate.aggregate(runs)
+    assert cases["dice_final"].isna().all() and set(cases["stop_reason"]) == {""}
+    assert run_rows["mean_dice_final"].isna().all()
+    stats = compute_stats(cases, 0.4)
+    row = stats.iloc[0]
+    assert (row["n_final"], row["n_stop_unknown"], row["n_still_improving"]) == (0, 2, 0)
+    header, rows = tables._extended_rows(tables.extended_table(stats), "cnn", "massl_alter")
+    assert rows[0][3:7] == ["not recorded", "2/2", "not recorded", "not recorded"]
+    # a statistics table written before the run-ending columns existed still renders
+    old = stats.drop(columns=["mean_final", "sd_final", "n_final", "n_stop_plateau", "n_stop_budget",
+                              "n_stop_diverged", "n_stop_unknown", "n_still_improving", "still_improving_reps"])
+    path = tmp_path / "old.tsv"
+    old.to_csv(path, sep="\t", index=False)
+    assert tables.read_stats(path)["n_stop_unknown"].tolist() == [2]
+
+
+def test_bad_stop_reason_is_refused_with_the_file_named(tmp_path):
+    run = write_run(tmp_path, "brats18", "50L70U", "cnn", 1, [0.6], stop=_stop("patience", False))
+    with pytest.raises(DataError, match=r"summary.json: stop_reason 'patience' is not one of plateau, budget"):
+        aggregate.read_run(run)
+
+
+def _probe_files(tmp_path, reasons=None, score="held_out", diverged=()):
+    files = []
+    for method in ("cnn", "mssl_alter", "massl_alter"):
+        for rep in (1, 2):
+            if (method, rep) in diverged:
+                r = {level: [np.nan, np.nan] for level in range(1, 6)}
+                files.append(write_probe(tmp_path, "brats18", "50L70U", method, rep, r,
+                                         reasons={lv: "diverged" for lv in range(1, 6)}, score=score))
+                continue
+            r = {level: [0.3 + 0.01 * level, 0.32 + 0.01 * level] for level in range(1, 6)}
+            files.append(write_probe(tmp_path, "brats18", "50L70U", method, rep, r, reasons=reasons, score=score))
+    return files
+
+
+def test_probe_level_with_a_reason_prints_a_dash_and_the_reason_never_a_number(tmp_path):
+    reason = "under-determined: 64 samples for 256 features (< 10 per feature)"
+    files = _probe_files(tmp_path, reasons={5: reason})
+    summary = tables.probe_summary(tables.read_probe_files(files))
+    level5 = summary[summary["level"] == 5]
+    assert level5["mean"].isna().all() and level5["variance"].isna().all() and set(level5["reason"]) == {reason}
+    assert set(summary["score"]) == {"held_out"} and set(summary["variance_kind"]) == {"within"}
+    header, rows = tables.probe_rows(summary)
+    assert [r[5] for r in rows] == ["–"] * 3 and rows[0][1] == "0.320 (0.000)"
+    notes = tables.probe_notes(summary)
+    assert f"–: level 5 gives no R² ({reason}; CNN, MSSL(alter), MASSL(alter))." in notes
+    assert notes.startswith("Held-out R²")
+    assert _cli("probe", "--probe-files", *files, "--out-prefix", tmp_path / "table3", "--caption", "Probe") == 0
+    md = (tmp_path / "table3.md").read_text()
+    assert "| MASSL(alter) | 0.320 (0.000) | 0.330 (0.000) | 0.340 (0.000) | 0.350 (0.000) | – |" in md
+    assert reason in md
+
+
+def test_probe_counts_a_diverged_model_as_in_tables_1_2(tmp_path):
+    files = _probe_files(tmp_path, diverged={("mssl_alter", 2)})
+    summary = tables.probe_summary(tables.read_probe_files(files), "pooled")
+    mssl = summary[summary["method"] == "mssl_alter"]
+    assert set(mssl["n_diverged"]) == {1} and set(mssl["n"]) == {2} and set(mssl["n_reps"]) == {2}
+    assert mssl["mean"].to_numpy() == pytest.approx([0.31 + 0.01 * lv for lv in range(1, 6)])  # draws 0.30 and 0.32
+    header, rows = tables.probe_rows(summary)
+    assert rows[1][1:] == ["n.c."] * 5 and rows[0][1] != "n.c."
+    assert "n.c.: a repetition's model diverged (MSSL(alter) 1 repetition(s))" in tables.probe_notes(summary)
+
+
+def test_old_probe_files_read_as_in_sample_with_nan_for_diverged_models(tmp_path):
+    files = [write_probe(tmp_path, "brats18", "50L70U", "cnn", 1, {1: [0.3, 0.5], 2: [0.4, 0.6]}),
+             write_probe(tmp_path, "brats18", "50L70U", "cnn", 2, {1: [np.nan, np.nan], 2: [np.nan, np.nan]})]
+    probe = tables.read_probe_files(files)
+    assert set(probe["score"]) == {"in_sample"} and set(probe.loc[probe["rep"] == 2, "reason"]) == {"diverged"}
+    summary = tables.probe_summary(probe)
+    assert summary["mean"].to_numpy() == pytest.approx([0.4, 0.5]) and set(summary["n_diverged"]) == {1}
+    assert tables.probe_notes(summary).startswith("In-sample R²")
+    mixed = write_probe(tmp_path / "new", "brats18", "50L70U", "cnn", 3, {1: [0.3]}, score="held_out")
+    with pytest.raises(DataError, match="mix score"):
+        tables.read_probe_files([files[0], mixed])

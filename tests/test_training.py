@@ -16,8 +16,8 @@ from massl.config import ModelConfig, TrainConfig
 from massl.errors import ConfigError
 from massl.methods import AUTOENCODER, METHODS, get_method
 from massl.model import MASSLNet
+from massl.training import loop, strategies
 from massl.training import run as training_run
-from massl.training import strategies
 from massl.training.augment import affine_theta, augment_batch, warp_batch
 from massl.training.checkpoint import load_checkpoint, load_model
 from massl.training.loop import reconstruction_error, training_schedule
@@ -364,6 +364,29 @@ def test_divergence_is_recorded_and_exits_zero(results, tmp_path, monkeypatch):
     model, meta = load_model(out / "model.pt")
     assert meta["status"] == "diverged"
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the failed step made no update
+
+
+def test_cnn_and_massl_draw_the_same_labeled_batches(results, tmp_path, monkeypatch):
+    """One random stream each for labeled and unlabeled patches and augmentations: a method that
+    also draws unlabeled batches sees the same labeled batches as CNN for the same seed."""
+    real_draw, seen = loop.draw_batch, {}
+    for method_id in ("cnn", "massl_alter", "mssl_l07"):
+        batches = seen[method_id] = []
+
+        def record(*args, batches=batches):
+            batch = real_draw(*args)
+            batches.append((batch.image.clone(), batch.target.clone(), batch.unlabeled))
+            return batch
+
+        monkeypatch.setattr(loop, "draw_batch", record)
+        run(results, tmp_path / method_id, method_id, max_iterations=6)
+    assert TrainConfig().augment and "augment" not in tiny_config(results)["training"]  # augmentation on
+    assert len(seen["cnn"]) == 6 and all(unlabeled is None for *_, unlabeled in seen["cnn"])
+    assert not torch.equal(seen["cnn"][0][0], seen["cnn"][1][0])
+    for method_id in ("massl_alter", "mssl_l07"):
+        assert all(unlabeled is not None for *_, unlabeled in seen[method_id])
+        for (image, target, _), (other, other_target, _) in zip(seen["cnn"], seen[method_id], strict=True):
+            assert torch.equal(image, other) and torch.equal(target, other_target), method_id
 
 
 def test_evaluate_rescores_a_finished_run(results, reference_run, tmp_path):

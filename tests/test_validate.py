@@ -1,5 +1,6 @@
 """`massl check-data`: the summary of a sound dataset, and one test per bad input (each gives a
-non-zero exit and a message naming the file and the problem)."""
+non-zero exit and a message naming the file and the problem): exit 1 for problems in the
+data, exit 2 when the folder is no dataset at all (more in tests/test_bad_input.py)."""
 
 import shutil
 
@@ -36,6 +37,14 @@ def assert_reports(capsys, root, path, problem, *extra, fmt="brats18"):
     assert code == 1
     assert f"{path}: {problem}" in out, out
     return out
+
+
+def assert_refuses(capsys, root, path, problem, fmt="brats18"):
+    code = main(["check-data", fmt, str(root)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err == f"massl check-data: error: {path}: {problem}\n", captured.err
+    assert captured.out == ""
 
 
 def test_sound_dataset_summary(capsys, brats):
@@ -112,7 +121,8 @@ def test_nan_and_inf_voxels(capsys, brats):
 def test_4d_volume(capsys, brats):
     image, _ = scan((24, 24, 8), seed=1)
     write_nifti(flair(brats), np.stack([image, image], axis=-1))
-    assert_reports(capsys, brats, flair(brats), "4-D image (shape 24x24x8x2); a 3-D volume is expected")
+    assert_reports(capsys, brats, flair(brats), "4-D image with 2 volumes in one file (shape 24x24x8x2): "
+                                                "give one 3-D volume per file (e.g. split it with fslsplit)")
 
 
 def test_2d_volume(capsys, brats):
@@ -123,7 +133,8 @@ def test_2d_volume(capsys, brats):
 
 def test_empty_dataset_folder(capsys, tmp_path):
     (tmp_path / "empty").mkdir()
-    assert_reports(capsys, tmp_path / "empty", tmp_path / "empty", "no cases found", fmt="wmh17")
+    assert_refuses(capsys, tmp_path / "empty", tmp_path / "empty", "folder is empty: point at the folder holding the "
+                   "site folders (Utrecht/, Singapore/, GE3T/) or the 2022 release's training/", fmt="wmh17")
 
 
 def test_duplicate_case_ids(capsys, tmp_path):
@@ -152,5 +163,5 @@ def test_every_problem_is_reported_at_once(capsys, brats):
     assert str(flair(brats)) in out and str(seg(brats, "Brats18_2013_10_1")) in out and "needs 5" in out
 
 
-def test_missing_root_is_a_problem_not_a_crash(capsys, tmp_path):
-    assert_reports(capsys, tmp_path / "nowhere", tmp_path / "nowhere", "dataset folder not found")
+def test_missing_root_is_bad_input_not_a_crash(capsys, tmp_path):
+    assert_refuses(capsys, tmp_path / "nowhere", tmp_path / "nowhere", "dataset folder not found")

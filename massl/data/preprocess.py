@@ -6,7 +6,9 @@ or padded in-plane to `crop_xy` (x, y) voxels (padding takes the darkest value, 
 max and percentile normalisations). The crop/pad box, the original shape and
 the affine go to `<case_id>.json`, so `to_original_space` puts a prediction back on the scan's
 own grid. Labels become uint8: `target_labels` -> 1, `ignore_labels` -> 2 (left out of
-evaluation), everything else 0.
+evaluation), everything else 0. Scans are read by `massl.data.validate.read_volume` (a 4-D file
+of shape x y z 1 is its 3-D volume; a constant image is refused), and a scan that preprocessing
+leaves constant (every voxel below `clip_below`: another intensity scale) is refused by name.
 
 Options (config `datasets.<key>.preprocess`; defaults per format in `DEFAULTS`):
 - `clip_below`: intensities below this become 0 (BraTS as released: 30), null = off.
@@ -201,6 +203,20 @@ def preprocess_volume(fmt: str, image_xyz: np.ndarray, affine: np.ndarray,
     return out, meta
 
 
+def refuse_blank(path: Path, image_xyz: np.ndarray, volume: np.ndarray, opts: dict) -> None:
+    """Raise DataFileError when preprocessing left a (non-constant) scan constant; the usual
+    cause is a scan on another intensity scale than `clip_below` expects (e.g. 0..1)."""
+    if volume.min() != volume.max():
+        return
+    clip = opts["clip_below"]
+    if clip is not None and float(image_xyz.max()) < clip:
+        why = (f"every voxel is below clip_below {clip:g} (the image maximum is {float(image_xyz.max()):g}); "
+               "set preprocess.clip_below lower or to null for data on this intensity scale")
+    else:
+        why = "check the preprocess options (crop_xy, normalize)"
+    raise DataFileError(path, f"blank after preprocessing: {why}")
+
+
 def preprocess_label(label_xyz: np.ndarray, meta: dict) -> np.ndarray:
     """uint8 (z, y, x) on the preprocessed grid: target_labels -> 1, ignore_labels -> 2, else 0."""
     label = np.asarray(label_xyz).transpose(2, 1, 0)
@@ -236,7 +252,10 @@ def preprocess_dataset(
     root, out = Path(root), Path(out)
     options = dict(options or {})
     if fmt == "nnunet" and "ignore_labels" not in options:
-        ignore = read_nnunet_dataset(root).ignore_value
+        try:
+            ignore = read_nnunet_dataset(root).ignore_value
+        except DataFileError:  # not an nnU-Net folder: check_dataset below says what it is instead
+            ignore = None
         options["ignore_labels"] = [] if ignore is None else [ignore]
     opts = resolve_options(fmt, options, section)
     try:
@@ -253,6 +272,10 @@ def preprocess_dataset(
     if not report.ok:
         raise DataError(f"{root}: {len(report.problems)} problem(s), nothing was written "
                         f"(see `massl check-data {fmt} {root}`):\n{report.problem_text()}")
+    for warning in report.warnings:
+        log.warning("%s", warning)
+    if report.squeezed:
+        log.info("%d file(s) of shape x y z 1 read as 3-D, e.g. %s", len(report.squeezed), report.squeezed[0])
     unknown = set(opts["target_labels"] + opts["ignore_labels"]) - allowed_label_values(fmt, root)
     if unknown:
         raise ConfigError(f"{section}: label value(s) {sorted(unknown)} are not labels of this {fmt} dataset")
@@ -303,6 +326,7 @@ def _preprocess_case(fmt: str, case: Case, out: Path, opts: dict) -> dict:
     image, image_nii = read_volume(case.image, "image")
     label, _ = read_volume(case.label, "label")
     volume, meta = preprocess_volume(fmt, image, image_nii.affine, opts)
+    refuse_blank(case.image, image, volume, opts)
     target = preprocess_label(label, meta)
     n_target = int(np.isin(label, opts["target_labels"]).sum())
     meta.update(

@@ -1,4 +1,9 @@
-"""Training patches: a uniformly random case, then a uniformly random crop (SPEC section 4).
+"""Training patches: a random case, then a uniformly random crop (SPEC section 4).
+
+Option `case_sampling`: `without_replacement` (default; the paper's "randomly sampled by the
+same amount") walks a random permutation of the cases, one case per patch, and reshuffles when
+it is used up, so every case is seen once per pass; `with_replacement` draws a uniformly random
+case for every patch.
 
 Option `foreground_fraction` (default 0 = the paper's uniform crop): that share of the samples
 is forced to contain target voxels, nnU-Net style (2D: a slice with target; 3D: a crop around a
@@ -6,13 +11,15 @@ random target voxel). Cases without target fall back to the uniform crop.
 
 Volumes are the memory-mapped arrays of a `CaseStore`; only the crop is read, so sampling costs
 microseconds per patch however large the volumes are. All randomness comes from one
-`numpy.random.Generator`, whose state can be saved and restored for an exact resume.
+`numpy.random.Generator`; its state and the pass's permutation can be saved and restored for
+an exact resume.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from massl.config import CASE_SAMPLING
 from massl.data.store import CaseStore
 from massl.errors import ConfigError, DataError
 
@@ -26,7 +33,8 @@ class PatchSampler:
     """
 
     def __init__(self, store: CaseStore, case_ids: list[str], patch_size: list[int], spatial_dims: int,
-                 rng: np.random.Generator, foreground_fraction: float = 0.0):
+                 rng: np.random.Generator, foreground_fraction: float = 0.0,
+                 case_sampling: str = "without_replacement"):
         if spatial_dims not in (2, 3):
             raise ConfigError(f"model.spatial_dims must be 2 or 3, got {spatial_dims}")
         if len(patch_size) != spatial_dims or min(int(p) for p in patch_size) < 1:
@@ -36,7 +44,13 @@ class PatchSampler:
             raise ConfigError("no cases to sample patches from (empty labeled/unlabeled set)")
         if not 0.0 <= foreground_fraction <= 1.0:
             raise ConfigError(f"training.foreground_fraction must be in [0, 1], got {foreground_fraction}")
+        if case_sampling not in CASE_SAMPLING:
+            raise ConfigError(f"training.case_sampling = {case_sampling!r} is not allowed; "
+                              f"allowed: {', '.join(CASE_SAMPLING)}")
         self.foreground_fraction = float(foreground_fraction)
+        self.case_sampling = case_sampling
+        self._order: list[int] = []  # without replacement: this pass's case order ...
+        self._position = 0  # ... and how much of it is used
         self.case_ids = list(case_ids)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.spatial_dims = spatial_dims
@@ -57,7 +71,7 @@ class PatchSampler:
         images = np.zeros((batch_size, 1, *self.patch_size), np.float32)
         labels = np.zeros((batch_size, 1, *self.patch_size), np.uint8)
         for n in range(batch_size):
-            index = self.rng.integers(len(self._volumes))
+            index = self._next_case()
             image, label = self._volumes[index]
             # drawn only when oversampling is on, so the paper's sequence is unchanged without it
             voxel = self._foreground_voxel(index) if self.foreground_fraction else None
@@ -69,6 +83,14 @@ class PatchSampler:
             images[(n, 0, *target)] = image[source]
             labels[(n, 0, *target)] = label[source]
         return images, labels
+
+    def _next_case(self) -> int:
+        if self.case_sampling == "with_replacement":
+            return int(self.rng.integers(len(self._volumes)))
+        if self._position == len(self._order):  # a new pass: reshuffle
+            self._order, self._position = self.rng.permutation(len(self._volumes)).tolist(), 0
+        self._position += 1
+        return self._order[self._position - 1]
 
     def _foreground_voxel(self, index: int) -> np.ndarray | None:
         """A uniformly random target voxel of case `index` with probability `foreground_fraction`."""
@@ -99,7 +121,7 @@ class PatchSampler:
 
     def state(self) -> dict:
         """JSON-serialisable random state; `set_state` resumes the exact same patch sequence."""
-        return {"bit_generator": self.rng.bit_generator.state}
+        return {"bit_generator": self.rng.bit_generator.state, "order": list(self._order), "position": self._position}
 
     def set_state(self, state: dict) -> None:
         saved = state.get("bit_generator", {}) if isinstance(state, dict) else {}
@@ -107,4 +129,10 @@ class PatchSampler:
         if saved.get("bit_generator") != expected:
             raise DataError(f"sampler state is for bit generator {saved.get('bit_generator')!r}, "
                             f"this sampler uses {expected!r}")
+        order, position = state.get("order"), state.get("position")
+        if not (isinstance(order, list) and sorted(order) in ([], list(range(len(self._volumes))))
+                and isinstance(position, int) and 0 <= position <= len(order)):
+            raise DataError(f"sampler state has no valid case order for {len(self._volumes)} cases "
+                            f"(order {order!r}, position {position!r}); it belongs to another sampler")
         self.rng.bit_generator.state = saved
+        self._order, self._position = [int(i) for i in order], position

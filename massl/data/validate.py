@@ -3,8 +3,14 @@
 Each problem names the file and what is wrong with it: a missing image or label file, an
 unreadable or truncated `.nii.gz` (truncation only shows when the data is decompressed, so the
 data is read, not just the header), image/label shape or affine mismatch, label values outside
-the dataset's set, NaN/inf voxels, volumes that are not 3-D, an empty dataset folder, duplicate
-case ids, and fewer cases than the split needs.
+the dataset's set, NaN/inf voxels, volumes that are not 3-D, a constant (blank) image, an empty
+case folder or one whose files carry another prefix, duplicate case ids, and fewer cases than
+the split needs. A folder that is no dataset of the format at all (not found, a file, the folder
+above, another layout) is one fatal problem saying what to point at (`massl.data.discover`).
+
+Not problems: a nearly empty image (fewer than `NEARLY_EMPTY` of its voxels above its minimum)
+is a warning; a 4-D file whose 4th axis has length 1 (x, y, z, 1, as many converters write) is
+read as the 3-D volume it holds, and the summary counts such files.
 """
 
 from __future__ import annotations
@@ -21,17 +27,16 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from tqdm import tqdm
 
-from massl.data.discover import Case, DataFileError, discover, read_nnunet_dataset
+from massl.data.discover import NIFTI_ENDINGS, Case, DataFileError, discover, nifti_stem, read_nnunet_dataset
+from massl.errors import EXIT_OK, EXIT_PROBLEMS, DataError
 
 log = logging.getLogger(__name__)
 
 LABEL_VALUES = {"brats18": {0, 1, 2, 4}, "wmh17": {0, 1, 2}}
 AFFINE_TOLERANCE_MM = 1e-3
-EXPECTED_LAYOUT = {
-    "brats18": "HGG/Brats18_<site>_<id>_1/ case folders",
-    "wmh17": "case folders with wmh.nii.gz and pre/FLAIR.nii.gz",
-    "nnunet": "imagesTr/<case>_0000.nii.gz and labelsTr/<case>.nii.gz",
-}
+# A real FLAIR has 10-60 % of its voxels above the background; a failed conversion can leave a
+# handful. Below this fraction the image is reported as nearly empty (a warning, not a problem).
+NEARLY_EMPTY = 1e-3
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,9 @@ class Report:
     root: Path
     cases: list[Case] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    fatal: bool = False  # the folder is no dataset of the format: no case could be checked
+    squeezed: list[Path] = field(default_factory=list)  # (x, y, z, 1) files read as 3-D
     shapes: Counter = field(default_factory=Counter)  # "240x240x155" (x y z) -> cases
     spacings: Counter = field(default_factory=Counter)  # "1x1x1" (mm, x y z) -> cases
     label_values: set[int] = field(default_factory=set)
@@ -68,10 +76,16 @@ class Report:
             lines.append("  spacings (mm, x y z): " + _counts(self.spacings))
         if self.label_values:
             lines.append("  label values: " + " ".join(str(v) for v in sorted(self.label_values)))
+        if self.squeezed:
+            lines.append(f"  {len(self.squeezed)} file(s) of shape x y z 1 read as 3-D (the axis of length 1 "
+                         f"dropped), e.g. {self.squeezed[0]}")
         return "\n".join(lines)
 
     def problem_text(self) -> str:
         return "\n".join(f"  {p}" for p in self.problems)
+
+    def warning_text(self) -> str:
+        return "\n".join(f"  {p}" for p in self.warnings)
 
 
 def _counts(counter: Counter) -> str:
@@ -81,8 +95,10 @@ def _counts(counter: Counter) -> str:
 def read_volume(path: Path, what: str) -> tuple[np.ndarray, nib.Nifti1Image]:
     """The whole 3-D volume of a NIfTI file as float32 (x, y, z), and its image object.
 
-    Raises DataFileError naming the file for a missing, unreadable or truncated file, a
-    volume that is not 3-D, or NaN/inf voxels.
+    `what` is "image" or "label". Trailing axes of length 1 are dropped (`len(img.shape)` then
+    exceeds `data.ndim`). Raises DataFileError naming the file for a missing, unreadable or
+    truncated file, a volume that is not 3-D, NaN/inf voxels, or a constant image (a blank scan;
+    a label may be all background).
     """
     if not path.is_file():
         raise DataFileError(path, f"missing {what} file")
@@ -91,12 +107,31 @@ def read_volume(path: Path, what: str) -> tuple[np.ndarray, nib.Nifti1Image]:
         data = img.get_fdata(dtype=np.float32)
     except (OSError, EOFError, ValueError, zlib.error, ImageFileError) as exc:
         raise DataFileError(path, f"unreadable or truncated {what} file ({type(exc).__name__}: {exc})") from None
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim > 3:
+        n = int(np.prod(data.shape[3:]))
+        raise DataFileError(path, f"{data.ndim}-D {what} with {n} volumes in one file (shape {_shape(img.shape)}): "
+                                  "give one 3-D volume per file (e.g. split it with fslsplit)")
     if data.ndim != 3:
         raise DataFileError(path, f"{data.ndim}-D {what} (shape {_shape(data.shape)}); a 3-D volume is expected")
     n_bad = int(data.size - np.count_nonzero(np.isfinite(data)))
     if n_bad:
         raise DataFileError(path, f"{n_bad} NaN/inf voxel(s) in the {what}")
+    if what == "image" and data.min() == data.max():
+        raise DataFileError(path, f"constant image (every voxel is {data.min():g}): a blank scan, e.g. from a "
+                                  "failed conversion; convert it again or leave the case out")
     return data, img
+
+
+def nearly_empty(image: np.ndarray) -> str | None:
+    """A warning when fewer than `NEARLY_EMPTY` of the voxels lie above the background (the minimum)."""
+    background = float(image.min())
+    n = int(np.count_nonzero(image > background))
+    if n >= NEARLY_EMPTY * image.size:
+        return None
+    return (f"nearly empty image: {n} of {image.size} voxels ({100 * n / image.size:.2g} %) above the "
+            f"background value {background:g}; look at it in a viewer (a failed conversion?)")
 
 
 def allowed_label_values(fmt: str, root: Path) -> set[int]:
@@ -128,10 +163,10 @@ def check_dataset(
         report.cases = discover(fmt, root, include_lgg=include_lgg, channel=channel)
         allowed = set(label_values) if label_values is not None else allowed_label_values(fmt, root)
     except DataFileError as exc:
-        report.problems.append(Problem(exc.path, exc.problem))
-        return report
-    if not report.cases:
-        report.problems.append(Problem(root, f"no cases found (expected {EXPECTED_LAYOUT[fmt]})"))
+        other = getattr(exc, "looks_like", None)
+        hint = f" try `massl check-data {other} {exc.at}`" if other else ""
+        report.problems.append(Problem(exc.path, exc.problem + hint))
+        report.fatal = True
         return report
 
     seen: dict[str, Case] = {}
@@ -150,22 +185,57 @@ def check_dataset(
     return report
 
 
-def _check_case(case: Case, allowed: set[int], report: Report) -> list[Problem]:
-    problems = []
+def _case_folder_problem(case: Case) -> Problem | None:
+    """One problem for a case folder that explains why both its files are missing: it is empty,
+    or its files carry another prefix than its name (BraTS names files after their folder)."""
+    folder = case.image.parent
+    if (case.label is None or case.label.parent != folder or not folder.is_dir()
+            or case.image.exists() or case.label.exists()):
+        return None
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    if not entries:
+        return Problem(folder, "case folder is empty: copy its files in again or remove the folder")
+    stem = nifti_stem(case.image)
+    suffix = stem[len(folder.name):]  # "_flair"
+    if not stem.startswith(folder.name) or not suffix:
+        return None
+    prefixes = sorted({nifti_stem(p)[: -len(suffix)] for p in entries
+                       if p.name.endswith(NIFTI_ENDINGS) and nifti_stem(p).endswith(suffix)})
+    if not prefixes:
+        return None
+    return Problem(folder, f"holds {prefixes[0]}_* files, not {folder.name}_*: the folder name and the file "
+                           "prefix must match (rename the folder or the files)")
+
+
+def _read(path: Path, what: str, report: Report, problems: list[Problem]):
+    """read_volume, with its problem added to `problems` (then None) and a squeeze counted."""
     try:
-        image, image_nii = read_volume(case.image, "image")
+        data, nii = read_volume(path, what)
     except DataFileError as exc:
         problems.append(Problem(exc.path, exc.problem))
-        image_nii = None
-    else:
+        return None, None
+    if len(nii.shape) > data.ndim:
+        report.squeezed.append(path)
+    return data, nii
+
+
+def _check_case(case: Case, allowed: set[int], report: Report) -> list[Problem]:
+    folder_problem = _case_folder_problem(case)
+    if folder_problem is not None:
+        return [folder_problem]
+    problems: list[Problem] = []
+    image, image_nii = _read(case.image, "image", report, problems)
+    if image is not None:
         report.shapes[_shape(image.shape)] += 1
         report.spacings["x".join(f"{z:g}" for z in image_nii.header.get_zooms()[:3])] += 1
+        warning = nearly_empty(image)
+        if warning:
+            report.warnings.append(Problem(case.image, warning))
     if case.label is None:
         return problems
-    try:
-        label, label_nii = read_volume(case.label, "label")
-    except DataFileError as exc:
-        return [*problems, Problem(exc.path, exc.problem)]
+    label, label_nii = _read(case.label, "label", report, problems)
+    if label is None:
+        return problems
 
     values = np.unique(label)
     not_integer = values[values != np.round(values)]
@@ -176,10 +246,10 @@ def _check_case(case: Case, allowed: set[int], report: Report) -> list[Problem]:
     if ints - allowed:
         problems.append(Problem(case.label, f"label values {_list(sorted(ints - allowed))} "
                                             f"outside the allowed set {_list(sorted(allowed))}"))
-    if image_nii is not None:
-        if image_nii.shape != label_nii.shape:
-            problems.append(Problem(case.label, f"label shape {_shape(label_nii.shape)} differs from "
-                                                f"image shape {_shape(image_nii.shape)} ({case.image})"))
+    if image is not None:
+        if image.shape != label.shape:
+            problems.append(Problem(case.label, f"label shape {_shape(label.shape)} differs from "
+                                                f"image shape {_shape(image.shape)} ({case.image})"))
         elif not np.allclose(image_nii.affine, label_nii.affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
             delta = float(np.abs(image_nii.affine - label_nii.affine).max())
             problems.append(Problem(case.label, f"label affine differs from the image's ({case.image}) "
@@ -196,12 +266,19 @@ def _shape(shape) -> str:
 
 
 def cli_check_data(args) -> int:
+    """Exit EXIT_OK or EXIT_PROBLEMS (the report on stdout); a folder that is no dataset of the
+    format raises DataError (exit 2, like any bad input)."""
     report = check_dataset(args.format, args.path, min_cases=args.min_cases,
                            include_lgg=args.include_lgg, channel=args.channel)
+    if report.fatal:
+        raise DataError(str(report.problems[0]))
     print(report.summary())
+    if report.warnings:
+        print(f"{len(report.warnings)} warning(s):")
+        print(report.warning_text())
     if report.ok:
         print("no problems found")
-        return 0
+        return EXIT_OK
     print(f"{len(report.problems)} problem(s):")
     print(report.problem_text())
-    return 1
+    return EXIT_PROBLEMS

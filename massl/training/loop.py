@@ -2,7 +2,8 @@
 
 Each iteration draws the batches the strategy needs, augments them on the device and calls
 `strategy.step`. The loop validates on a schedule and keeps the best weights, writes resume
-checkpoints, stops cleanly on a non-finite loss, and logs progress with an ETA.
+checkpoints, stops at its budget, on a validation plateau (`training.stopping`) or cleanly on a
+non-finite loss, and logs progress with an ETA.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from massl.training.checkpoint import (
     rng_state,
     save_resume_state,
 )
+from massl.training.stopping import StoppingRule
 from massl.training.strategies import Batch, NonFiniteLoss, Strategy
 
 log = logging.getLogger(__name__)
@@ -159,29 +161,46 @@ class Averager:
 @dataclass
 class TrainResult:
     status: str  # converged | diverged
-    iterations: int  # completed
+    stop_reason: str  # plateau | budget | diverged (massl.training.stopping)
+    iterations: int  # completed; the final weights are those of this iteration
     planned_iterations: int
     best_iteration: int | None
     best_score: float  # validation Dice, or MSE for the autoencoder; NaN if never validated
     best_weights: dict  # CPU state dict: the best validated weights, else the final ones
+    final_weights: dict  # CPU state dict at the end (a diverged run: its last finite weights)
     log: list[dict]
     train_seconds: float
+    n_validations: int
+    last_validation_iteration: int | None
+    still_improving: bool
     divergence: str | None = None
+
+    @property
+    def final_is_best(self) -> bool:
+        """The tested best weights are the final ones (best at the last iteration, or never validated)."""
+        return self.best_iteration is None or self.best_iteration == self.iterations
 
 
 @dataclass
 class TrainData:
     """Where batches come from: patch samplers of the labeled and unlabeled cases (those the
-    strategy needs) and the augmentation generator; their random states are checkpointed so a
-    resumed run draws the same batches."""
+    strategy needs) and one augmentation generator for each, so that the labeled batches of a
+    seed are the same whether or not a method also draws unlabeled ones (CNN vs MASSL). All
+    random states are checkpointed so a resumed run draws the same batches."""
 
     labeled: PatchSampler | None
     unlabeled: PatchSampler | None
-    augment_generator: torch.Generator
+    augment_labeled: torch.Generator
+    augment_unlabeled: torch.Generator | None = None
 
     @property
     def samplers(self) -> dict[str, PatchSampler]:
         return {name: s for name, s in (("labeled", self.labeled), ("unlabeled", self.unlabeled)) if s is not None}
+
+    @property
+    def generators(self) -> dict[str, torch.Generator]:
+        pairs = (("augment_labeled", self.augment_labeled), ("augment_unlabeled", self.augment_unlabeled))
+        return {name: g for name, g in pairs if g is not None}
 
 
 def draw_batch(data: TrainData, cfg: TrainConfig, device: torch.device, labeled: bool, unlabeled: bool) -> Batch:
@@ -191,12 +210,12 @@ def draw_batch(data: TrainData, cfg: TrainConfig, device: torch.device, labeled:
     if labeled:
         image, label = _to_device(device, *data.labeled.sample(n))
         if cfg.augment:
-            image, label = augment_batch(image, label, cfg, data.augment_generator)
+            image, label = augment_batch(image, label, cfg, data.augment_labeled)
         batch.image, batch.target, batch.mask = image, (label == 1).float(), (label != IGNORE_LABEL).float()
     if unlabeled:
         image, _ = _to_device(device, data.unlabeled.sample(n)[0], None)
         if cfg.augment:
-            image, _ = augment_batch(image, None, cfg, data.augment_generator)
+            image, _ = augment_batch(image, None, cfg, data.augment_unlabeled)
         batch.unlabeled = image
     return batch
 
@@ -220,6 +239,8 @@ class Trainer:
         self.fingerprint = fingerprint
         self.checkpoint_dir, self.on_iteration = checkpoint_dir, on_iteration
         self.iteration, self.status, self.divergence = 0, "converged", None
+        self.stop_reason: str | None = None  # set when the run ends: plateau | budget | diverged
+        self.stopping = StoppingRule.from_config(cfg, validator.metric)
         self.best_score, self.best_iteration, self.best_weights = None, None, None
         self.rows: list[dict] = []
         self.window = Averager()
@@ -230,7 +251,7 @@ class Trainer:
         total = self.schedule.iterations
         started, elapsed_before = time.perf_counter(), self.elapsed
         progress = _Progress(total, self.iteration)
-        while self.iteration < total and self.status == "converged":
+        while self.iteration < total and self.stop_reason is None:
             batch = draw_batch(self.data, self.cfg, self.device, self.strategy.uses_labeled,
                                self.strategy.uses_unlabeled)
             try:
@@ -245,28 +266,41 @@ class Trainer:
             self.window.add(losses)
             progress.add(losses)
             val = self._validate() if self.schedule.validates_at(self.iteration) else None
+            if val is not None and self.stopping.should_stop(self.iteration):
+                self._stop_on_plateau()
             if self.schedule.logs_at(self.iteration):
                 self._log_row(val)
-            if self.schedule.checkpoints_at(self.iteration):
-                self._save()
+            if self.schedule.checkpoints_at(self.iteration) or self.stop_reason is not None:
+                self._save()  # a stopped run's retry goes straight to testing
             progress.report(self.iteration)
             if self.on_iteration is not None:
                 self.on_iteration(self.iteration)
+        if self.stop_reason is None and self.iteration >= total:
+            self.stop_reason = "budget"
         return self._result()
 
-    # Validation, divergence, log -------------------------------------------------------------
+    # Validation, stopping, divergence, log ---------------------------------------------------
 
     def _validate(self) -> float:
         score = self.validator(self.model)
         if self.validator.improves(score, self.best_score):
             self.best_score, self.best_iteration = score, self.iteration
             self.best_weights = _cpu_copy(self.model.state_dict())
+        self.stopping.update(self.iteration, score)
         log.info("validation at iteration %d: %s %.4f (best %.4f at %s)", self.iteration,
                  self.validator.metric, score, _nan(self.best_score), self.best_iteration)
         return score
 
+    def _stop_on_plateau(self) -> None:
+        self.stop_reason = "plateau"
+        rule = self.stopping
+        by = f" by more than {rule.min_delta:g}" if rule.min_delta else ""
+        log.info("stopping at iteration %d: no validation improvement%s for %d validations; best %s %.4f at %s",
+                 self.iteration, by, rule.stale, self.validator.metric, _nan(self.best_score), self.best_iteration)
+
     def _diverged(self, exc: NonFiniteLoss) -> None:
-        self.status, self.divergence = "diverged", f"iteration {self.iteration + 1}: {exc}"
+        self.status, self.stop_reason = "diverged", "diverged"
+        self.divergence = f"iteration {self.iteration + 1}: {exc}"
         log.warning("training diverged at %s; stopping", self.divergence)
         self.window.add({**dict.fromkeys(LOSS_KEYS, float("nan")), "loss": exc.value})
         self._log_row(None, iteration=self.iteration + 1)  # the failed iteration made no update
@@ -293,6 +327,8 @@ class Trainer:
             "fingerprint": self.fingerprint,
             "iteration": self.iteration,
             "status": self.status,
+            "stop_reason": self.stop_reason,
+            "stopping": self.stopping.state(),
             "divergence": self.divergence,
             "model": self.model.state_dict(),
             "strategy": self.strategy.state_dict(),
@@ -300,7 +336,7 @@ class Trainer:
             "rows": self.rows,
             "window": {"sums": self.window.sums, "count": self.window.count},
             "elapsed": self.elapsed,
-            "rng": rng_state({"augment": self.data.augment_generator}),
+            "rng": rng_state(self.data.generators),
             "samplers": {name: sampler.state() for name, sampler in self.data.samplers.items()},
         }
 
@@ -317,10 +353,12 @@ class Trainer:
             return
         self.model.load_state_dict(state["model"])
         self.strategy.load_state_dict(state["strategy"])
-        restore_rng_state(state["rng"], {"augment": self.data.augment_generator})
+        restore_rng_state(state["rng"], self.data.generators)
         for name, sampler in self.data.samplers.items():
             sampler.set_state(state["samplers"][name])
         self.iteration, self.status, self.divergence = state["iteration"], state["status"], state["divergence"]
+        self.stop_reason = state["stop_reason"]
+        self.stopping.load_state(state["stopping"])
         best = state["best"]
         self.best_score, self.best_iteration, self.best_weights = best["score"], best["iteration"], best["weights"]
         self.rows, self.elapsed = state["rows"], state["elapsed"]
@@ -328,16 +366,21 @@ class Trainer:
         log.info("resumed at iteration %d/%d from %s", self.iteration, self.schedule.iterations, self.checkpoint_dir)
 
     def _result(self) -> TrainResult:
-        weights = self.best_weights if self.best_weights is not None else _cpu_copy(self.model.state_dict())
+        final = _cpu_copy(self.model.state_dict())
         return TrainResult(
             status=self.status,
+            stop_reason=self.stop_reason,
             iterations=self.iteration,
             planned_iterations=self.schedule.iterations,
             best_iteration=self.best_iteration,
             best_score=_nan(self.best_score),
-            best_weights=weights,
+            best_weights=self.best_weights if self.best_weights is not None else final,
+            final_weights=final,
             log=list(self.rows),
             train_seconds=self.elapsed,
+            n_validations=self.stopping.n_validations,
+            last_validation_iteration=self.stopping.last_validation,
+            still_improving=self.stopping.still_improving(self.stop_reason),
             divergence=self.divergence,
         )
 

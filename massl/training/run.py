@@ -2,8 +2,9 @@
 
 A run reads the resolved config, the split file and the preprocessed cases, trains with the
 method's strategy (resuming from `<out>/checkpoints/` when present), tests the best checkpoint
-on the split's test scans and writes the run folder of docs/architecture.md. `summary.json` and
-`model.pt` are written last: together they mark a finished run.
+(per_case.tsv, the paper) and the final weights (per_case_final.tsv) on the split's test scans
+and writes the run folder of docs/architecture.md. `summary.json` and `model.pt` are written
+last: together they mark a finished run.
 """
 
 from __future__ import annotations
@@ -171,7 +172,8 @@ def load_pretrained_encoder(model: MASSLNet, spec: RunSpec) -> dict:
 
 
 def train_run(spec: RunSpec, device: str = "auto", on_iteration=None) -> dict:
-    """Train (or resume), test the best weights and write the run folder; returns the summary."""
+    """Train (or resume), test the best and the final weights and write the run folder; returns
+    the summary."""
     started = time.perf_counter()
     dev = pick_device(device)
     amp_dtype = autocast_dtype(spec.training.amp, dev)
@@ -189,15 +191,18 @@ def train_run(spec: RunSpec, device: str = "auto", on_iteration=None) -> dict:
     eval_started = time.perf_counter()
     summary = {**spec.identity, "status": result.status, "iterations": result.iterations,
                "planned_iterations": result.planned_iterations, "best_iteration": result.best_iteration,
-               "data_source": spec.data_source, "scale": spec.config.get("scale"), "seed": spec.seed,
-               "device": str(dev), "divergence": result.divergence}
+               **stop_fields(result), "data_source": spec.data_source, "scale": spec.config.get("scale"),
+               "seed": spec.seed, "device": str(dev), "divergence": result.divergence}
     if spec.method.strategy == "autoencoder":  # model selection only: no test scoring
-        summary.update(n_test=0, mean_dice=None, val_mse=result.best_score)
+        summary.update(n_test=0, mean_dice=None, val_mse=result.best_score, n_test_final=0, mean_dice_final=None)
     else:
         rows, example = score_test_cases(model, store, split["test"], spec, dev, amp_dtype, result.status)
         write_case_table(spec.out / "per_case.tsv", rows)
         write_example(spec.out / "examples.npz", example)
-        summary.update(n_test=len(rows), mean_dice=_nanmean([r["dice"] for r in rows]), val_dice=result.best_score)
+        final_rows = score_final_weights(model, result, rows, store, split["test"], spec, dev, amp_dtype)
+        write_case_table(spec.out / "per_case_final.tsv", final_rows)
+        summary.update(n_test=len(rows), mean_dice=_nanmean([r["dice"] for r in rows]), val_dice=result.best_score,
+                       n_test_final=len(final_rows), mean_dice_final=_nanmean([r["dice"] for r in final_rows]))
     summary["wall_seconds"] = round(result.train_seconds + time.perf_counter() - eval_started, 3)
 
     atomic_write_json(spec.out / "provenance.json", provenance(
@@ -210,6 +215,29 @@ def train_run(spec: RunSpec, device: str = "auto", on_iteration=None) -> dict:
     log.info("%s: %s, mean test Dice %s, %.0f s", spec.out, result.status,
              _fmt(summary["mean_dice"]), summary["wall_seconds"])
     return summary
+
+
+def stop_fields(result: TrainResult) -> dict:
+    """Why and when training ended (summary.json; massl.training.stopping)."""
+    return {"stop_reason": result.stop_reason, "final_iteration": result.iterations,
+            "last_validation_iteration": result.last_validation_iteration, "n_validations": result.n_validations,
+            "still_improving": result.still_improving}
+
+
+def score_final_weights(model, result: TrainResult, best_rows: list[dict], store: CaseStore, case_ids: list[str],
+                        spec: RunSpec, device, amp_dtype) -> list[dict]:
+    """per_case.tsv rows of the final weights (issue 13, item 7: best-checkpoint reporting can
+    overstate a method). A copy of the best rows when the final weights are the best ones or the
+    run diverged (NaN rows either way); otherwise the final weights are scored and `model` is
+    given back its best weights (those model.pt stores)."""
+    if result.final_is_best or result.status == "diverged":
+        return [dict(row) for row in best_rows]
+    model.load_state_dict(result.final_weights)
+    try:
+        rows, _ = score_test_cases(model, store, case_ids, spec, device, amp_dtype, result.status, with_example=False)
+    finally:
+        model.load_state_dict(result.best_weights)
+    return rows
 
 
 def check_writable(folder: Path) -> None:
@@ -239,18 +267,13 @@ def build_trainer(spec: RunSpec, split: dict, store: CaseStore, device: torch.de
     model.to(device).train()
     strategy = make_strategy(model, spec.method, spec.training, amp_dtype)
 
-    seeds = np.random.SeedSequence(spec.seed).spawn(3)
-    patch, dims = spec.training.patch_size, spec.model.spatial_dims
-    data = TrainData(
-        labeled=PatchSampler(store, labeled, patch, dims, np.random.default_rng(seeds[0]),
-                             spec.training.foreground_fraction)
-        if strategy.uses_labeled else None,
-        unlabeled=PatchSampler(store, unlabeled, patch, dims, np.random.default_rng(seeds[1]))
-        if strategy.uses_unlabeled else None,
-        augment_generator=torch.Generator().manual_seed(int(seeds[2].generate_state(1)[0])))
+    data = train_data(spec, store, labeled, unlabeled, strategy.uses_labeled, strategy.uses_unlabeled)
     metric = "mse" if spec.method.strategy == "autoencoder" else "dice"
     validator = Validator(store, split["validation"], spec.training, device, amp_dtype, metric)
     if not validator.case_ids:
+        if spec.training.stopping == "plateau":
+            raise ConfigError(f"training.stopping = plateau needs validation scans, and {spec.split_path} has none; "
+                              f"use stopping: budget or a split with validation cases")
         log.warning("%s: no validation cases; the final weights will be tested", spec.split_path)
     schedule = training_schedule(spec.training, len(labeled), len(unlabeled))
     fingerprint = run_fingerprint(spec.method.id, spec.seed, spec.training, kwargs,
@@ -261,6 +284,28 @@ def build_trainer(spec: RunSpec, split: dict, store: CaseStore, device: torch.de
     trainer = Trainer(strategy, data, spec.training, schedule, validator, device, fingerprint,
                       checkpoint_dir=spec.out / "checkpoints", on_iteration=on_iteration)
     return trainer, kwargs, autoencoder_meta
+
+
+def train_data(spec: RunSpec, store: CaseStore, labeled: list[str], unlabeled: list[str],
+               uses_labeled: bool, uses_unlabeled: bool) -> TrainData:
+    """Patch samplers and augmentation generators of a run, each seeded from its own child of
+    the run's seed: a method's labeled stream does not depend on whether it also draws unlabeled
+    batches, so CNN and MASSL of one seed see the same labeled batches."""
+    cfg, dims = spec.training, spec.model.spatial_dims
+    seeds = np.random.SeedSequence(spec.seed).spawn(4)  # labeled / unlabeled patches, then augmentations
+
+    def sampler(cases, seed, foreground_fraction=0.0):
+        return PatchSampler(store, cases, cfg.patch_size, dims, np.random.default_rng(seed), foreground_fraction,
+                            case_sampling=cfg.case_sampling)
+
+    def generator(seed):
+        return torch.Generator().manual_seed(int(seed.generate_state(1)[0]))
+
+    return TrainData(
+        labeled=sampler(labeled, seeds[0], cfg.foreground_fraction) if uses_labeled else None,
+        unlabeled=sampler(unlabeled, seeds[1]) if uses_unlabeled else None,
+        augment_labeled=generator(seeds[2]),
+        augment_unlabeled=generator(seeds[3]) if uses_unlabeled else None)
 
 
 def _check_cases(spec: RunSpec, labeled: list, unlabeled: list) -> None:
@@ -286,12 +331,12 @@ def _model_meta(spec: RunSpec, kwargs: dict, result: TrainResult, autoencoder_me
 # Test-set scoring ------------------------------------------------------------------------------
 
 def score_test_cases(model, store: CaseStore, case_ids: list[str], spec: RunSpec, device, amp_dtype,
-                     status: str) -> tuple[list[dict], dict]:
+                     status: str, with_example: bool = True) -> tuple[list[dict], dict]:
     """Per-scan Dice/HD95/AVD of the model on `case_ids` (NaN rows when the run diverged), and
-    the figure example: a mid-lesion slice of the first test scan with foreground."""
+    (with `with_example`) the figure example: a mid-lesion slice of the first test scan with foreground."""
     cfg = spec.training
     with_foreground = (c for c in case_ids if np.any(np.asarray(store.label(c)) == 1))
-    example_case = next(with_foreground, case_ids[0] if case_ids else None)
+    example_case = next(with_foreground, case_ids[0] if case_ids else None) if with_example else None
     rows, example = [], {}
     started = time.perf_counter()
     for k, case in enumerate(case_ids, 1):
@@ -325,7 +370,8 @@ def _example_slice(case: str, image, label, prob, rec) -> dict:
 
 def evaluate_run(run: str | Path, config: dict, device: str = "auto") -> dict:
     """Re-score a finished run's best model on its split's test scans; rewrites per_case.tsv and
-    the test fields of summary.json. Returns the updated summary."""
+    the test fields of summary.json. Returns the updated summary. per_case_final.tsv stays as
+    training wrote it: model.pt keeps the best weights only."""
     run = Path(run)
     dev = pick_device(device)
     model, meta = load_model(run / "model.pt", dev)

@@ -34,8 +34,9 @@ TABLE_CAPTION = {
 PRETRAINING_METHODS = ("pretrain_dec", "pretrain_cnn")
 ATTENTION_METHODS = ("massl_l07", "massl_l09", "massl_alter")
 EXAMPLE_METHODS = ("cnn", "mssl_alter", "massl_alter")
-# tcmalloc for the torch processes when installed (faster large steps, same results), put before
-# their shell commands as `{params.preload}`.
+# The allocator of the torch processes (MASSL_ALLOCATOR, massl.allocator: faster large steps, same
+# results): tcmalloc is preloaded by `{params.preload}` before their shell commands; glibc-tuned
+# needs no prefix (`massl` applies it itself).
 PRELOAD = shell_prefix()
 
 

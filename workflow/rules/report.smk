@@ -5,7 +5,8 @@
 rule replication_report:
     input:
         stats=expand(f"{RESULTS}/stats/{{dataset}}.tsv", dataset=DATASETS),
-        probe=f"{RESULTS}/tables/table3.csv",
+        cases=expand(f"{RESULTS}/metrics/{{dataset}}.tsv", dataset=DATASETS),
+        probe=probe_files(),
         paper=PAPER_VALUES,
     output:
         report(f"{RESULTS}/replication/report.html", caption="../report/replication.rst", category="Replication"),
@@ -15,13 +16,13 @@ rule replication_report:
     params:
         config=CONFIG_JSON,
         out=output_folder,
-        rerun_when=fingerprint(config["replication"]),
+        rerun_when=fingerprint([config["replication"], config["stats"], config["probe"].get("variance", "within")]),
     conda:
         "../../environment.yml"
     log:
         f"{RESULTS}/logs/replication.log",
     shell:
-        "python -m analysis.replication --stats {input.stats} --probe-table {input.probe} "
+        "python -m analysis.replication --stats {input.stats} --cases {input.cases} --probe-files {input.probe} "
         "--paper {input.paper} --config {params.config} --out-dir {params.out} > {log} 2>&1"
 
 

@@ -38,10 +38,11 @@ rule table_probe:
     params:
         prefix=output_stem,
         caption=probe_caption(),
+        variance=config["probe"].get("variance", "within"),
     conda:
         "../../environment.yml"
     log:
         f"{RESULTS}/logs/tables/table3.log",
     shell:
         "python -m analysis.tables probe --probe-files {input} --out-prefix {params.prefix} "
-        "--caption {params.caption:q} > {log} 2>&1"
+        "--caption {params.caption:q} --variance {params.variance} > {log} 2>&1"

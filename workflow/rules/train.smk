@@ -1,7 +1,8 @@
 # `train_job: run`: one training job per (dataset, setting, method, repetition) and one per shared
 # autoencoder; `train_job: setting`: one job per (dataset, setting, repetition) that trains the
 # autoencoder and then every method in one process (same runs, same files; torch's start-up paid
-# once instead of ten times). `massl train` also tests the best checkpoint.
+# once instead of ten times). `massl train` also tests the best checkpoint (per_case.tsv) and the
+# final weights (per_case_final.tsv).
 # Declared outputs are only the files `massl train` writes once training is over: Snakemake deletes the declared outputs of a failed job, and <run>/checkpoints/ must survive a
 # job killed at its wall-time limit so that the retry (with more runtime) resumes from it.
 # No `shadow:` for the same reason: the checkpoints must be written into the real run folder.
@@ -52,6 +53,7 @@ if config["train_job"] == "run":
             model=f"{RESULTS}/runs/{{dataset}}/{{setting}}/{{method}}/rep{{rep}}/model.pt",
             summary=f"{RESULTS}/runs/{{dataset}}/{{setting}}/{{method}}/rep{{rep}}/summary.json",
             cases=f"{RESULTS}/runs/{{dataset}}/{{setting}}/{{method}}/rep{{rep}}/per_case.tsv",
+            cases_final=f"{RESULTS}/runs/{{dataset}}/{{setting}}/{{method}}/rep{{rep}}/per_case_final.tsv",
             examples=f"{RESULTS}/runs/{{dataset}}/{{setting}}/{{method}}/rep{{rep}}/examples.npz",
             train_log=f"{RESULTS}/runs/{{dataset}}/{{setting}}/{{method}}/rep{{rep}}/train_log.tsv",
         params:
@@ -91,6 +93,7 @@ else:
             summary=setting_run_files("summary.json", with_autoencoder=True),
             train_log=setting_run_files("train_log.tsv", with_autoencoder=True),
             cases=setting_run_files("per_case.tsv"),
+            cases_final=setting_run_files("per_case_final.tsv"),
             examples=setting_run_files("examples.npz"),
         params:
             config=CONFIG_JSON,
