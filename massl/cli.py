@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("probe", help="linear-regression probe of the encoder levels (Table 3)")
     p.add_argument("--config", required=True)
     p.add_argument("--run", required=True, help="run folder with model.pt")
-    p.add_argument("--out", required=True, help="TSV: level draw r2 n_voxels")
+    p.add_argument("--out", required=True, help="TSV: level draw r2 n_voxels n_features score reason")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.set_defaults(handler=_handler("massl.probe:cli_probe"))

@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 from tiny_data import tiny_config, write_dataset
+from test_training import Interrupted, interrupt_at
 
 from massl.config import train_config
 from massl.errors import ConfigError
@@ -224,17 +225,6 @@ def test_plateau_needs_validation_scans(results, tmp_path):
     config = tiny_config(results, stopping="plateau")
     with pytest.raises(ConfigError, match="rep2.json has none"):
         train_run(resolve_run(config, "brats18", "2L2U", "cnn", 2, tmp_path / "x"), device="cpu")
-
-
-class Interrupted(Exception):
-    pass
-
-
-def interrupt_at(k):
-    def hook(iteration):
-        if iteration == k:
-            raise Interrupted
-    return hook
 
 
 def run_files(out):

@@ -86,6 +86,13 @@ def test_default_grid_plans_every_training_once(tmp_path):
     assert not (tmp_path / "results").exists(), "a dry run must not write results"
 
 
+def test_paper_check_profile_plans_the_whole_dag(tmp_path):
+    result = snakemake(tmp_path, "-n", configfile=REPO / "config" / "paper_check.yaml")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert (counts["train"], counts["train_autoencoder"], counts["probe"]) == (108, 12, 6)
+
+
 def test_real_data_folder_replaces_the_synthetic_data(tmp_path):
     brats = tmp_path / "MICCAI_BraTS_2018_Data_Training"
     brats.mkdir()

@@ -401,11 +401,16 @@ def table_caption(wildcards):
 
 def probe_caption():
     return (
-        f"R² of a linear regression from each encoder level's features to the down-sampled ground "
-        f"truth ({config['probe']['dataset']}, {probe_setting()}): mean (variance) over "
-        f"{config['probe']['n_draws']} draws of {config['probe']['n_images']} test images and "
-        f"{len(REPS)} repetitions"
+        f"R² ({config['probe'].get('score', 'held_out').replace('_', '-')}) of a linear regression from each "
+        f"encoder level's features to the down-sampled ground truth ({config['probe']['dataset']}, "
+        f"{probe_setting()}): mean over {config['probe']['n_draws']} draws of "
+        f"{config['probe']['n_images']} test images and {len(REPS)} repetitions (variance: "
+        f"{PROBE_VARIANCE[config['probe'].get('variance', 'within')]})"
     )
+
+
+PROBE_VARIANCE = {"within": "over the draws within a repetition, averaged over repetitions",
+                  "pooled": "over all draws of all repetitions"}
 
 
 def benchmark_files():
