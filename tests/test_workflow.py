@@ -90,7 +90,8 @@ def test_paper_check_profile_plans_the_whole_dag(tmp_path):
     result = snakemake(tmp_path, "-n", configfile=REPO / "config" / "paper_check.yaml")
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
-    assert (counts["train"], counts["train_autoencoder"], counts["probe"]) == (108, 12, 6)
+    # 2 datasets x 1 setting x 1 repetition, each job the autoencoder and the nine methods
+    assert (counts["train_setting"], counts["probe"], counts["table_results"]) == (2, 3, 2)
 
 
 def test_real_data_folder_replaces_the_synthetic_data(tmp_path):

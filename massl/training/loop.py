@@ -266,6 +266,7 @@ class Trainer:
             self.window.add(losses)
             progress.add(losses)
             val = self._validate() if self.schedule.validates_at(self.iteration) else None
+            self.elapsed = elapsed_before + time.perf_counter() - started  # the last validation counts too
             if val is not None and self.stopping.should_stop(self.iteration):
                 self._stop_on_plateau()
             if self.schedule.logs_at(self.iteration):
