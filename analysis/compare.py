@@ -80,14 +80,19 @@ def summary_markdown(cells: pd.DataFrame, claims: pd.DataFrame, reference: Path,
              "", "| dataset | setting | method | reference | rerun | difference | SE | moved |",
              "|---|---|---|---:|---:|---:|---:|---|"]
     for row in cells.itertuples():
-        flag = "" if pd.isna(row.moved) else ("**yes**" if row.moved else "no")
-        lines.append(f"| {row.dataset} | {row.setting} | {row.method_label} | {row.mean_reference:.4f} | "
-                     f"{row.mean_rerun:.4f} | {row.difference:+.4f} | {row.se_reference:.4f} | {flag} |")
+        flag = "–" if pd.isna(row.moved) else ("**yes**" if row.moved else "no")
+        numbers = [_fmt(row.mean_reference, ".4f"), _fmt(row.mean_rerun, ".4f"), _fmt(row.difference, "+.4f"),
+                   _fmt(row.se_reference, ".4f")]
+        lines.append(f"| {row.dataset} | {row.setting} | {row.method_label} | {' | '.join(numbers)} | {flag} |")
     lines += ["", "| claim | reference | rerun | flipped |", "|---|---|---|---|"]
     for row in claims.itertuples():
         lines.append(f"| {row.claim_id} | {row.verdict_reference} | {row.verdict_rerun} | "
                      f"{'**yes**' if row.flipped else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float, spec: str) -> str:
+    return "–" if pd.isna(value) else format(value, spec)
 
 
 def cli(args: argparse.Namespace) -> int:
