@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.common import DataError, atomic_write_text, numeric_column, read_table, run_cli
+from analysis.common import DataError, atomic_write_text, read_table, run_cli
+from analysis.tables import read_stats as read_stats_table
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +33,12 @@ FLIPS = {frozenset({"holds", "does not hold"})}
 
 
 def read_stats(results: Path) -> pd.DataFrame:
+    """Every statistics table of a results folder (`analysis.tables.read_stats` checks each)."""
     files = sorted((results / "stats").glob("*.tsv"))
     if not files:
         raise DataError(f"{results / 'stats'}: no statistics TSVs (is {results} a results folder of a finished grid?)")
-    frames = []
-    for path in files:
-        frame = read_table(path, [*CELL, "method_label", "mean", "sd", "n_converged"], "statistics table")
-        for column in ("mean", "sd", "n_converged"):
-            frame[column] = numeric_column(frame, column, path)
-        frames.append(frame[[*CELL, "method_label", "mean", "sd", "n_converged"]])
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([read_stats_table(path)[[*CELL, "method_label", "mean", "sd", "n_converged"]] for path in files],
+                     ignore_index=True)
 
 
 def compare_cells(reference: pd.DataFrame, rerun: pd.DataFrame) -> pd.DataFrame:

@@ -262,11 +262,10 @@ class Trainer:
                 self._save()  # a retry of a diverged run goes straight to testing
                 break
             self.iteration += 1
-            self.elapsed = elapsed_before + time.perf_counter() - started
             self.window.add(losses)
             progress.add(losses)
             val = self._validate() if self.schedule.validates_at(self.iteration) else None
-            self.elapsed = elapsed_before + time.perf_counter() - started  # the last validation counts too
+            self.elapsed = elapsed_before + time.perf_counter() - started  # this iteration's validation included
             if val is not None and self.stopping.should_stop(self.iteration):
                 self._stop_on_plateau()
             if self.schedule.logs_at(self.iteration):
