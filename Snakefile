@@ -26,14 +26,14 @@ include: "workflow/rules/common.smk"
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
-    setting=r"\d+L\d+U",
+    setting=LIBRARY["setting_pattern"].strip("^$").replace("(", "(?:"),  # massl describe
     rep=r"\d+",
 
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/splits.smk"
 include: "workflow/rules/train.smk"
-include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/metrics.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/tables.smk"

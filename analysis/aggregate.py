@@ -1,7 +1,7 @@
-"""Collect the per-case metrics and run summaries of one dataset's runs into two tables.
+"""Collect the per-case metrics and run summaries of one dataset's runs into one table.
 
-    python -m analysis.aggregate --runs RUN_DIR [RUN_DIR ...] \
-        --out-cases results/metrics/<d>.tsv --out-runs results/metrics/<d>_runs.tsv
+    python -m analysis.aggregate --config results/config.json --runs RUN_DIR [RUN_DIR ...] \
+        --out-cases results/metrics/<d>.tsv
 
 Each RUN_DIR (`results/runs/<d>/<setting>/<method>/rep<r>`) holds `per_case.tsv`,
 `summary.json` and `train_log.tsv`, and (runs trained since issue 13) `per_case_final.tsv`.
@@ -9,7 +9,9 @@ Every case row gets its run's `status` (converged | diverged), `data_source` (sy
 `scale`, `stop_reason` (plateau | budget | diverged; empty = not recorded) and `still_improving`
 (True | False; empty = not recorded) from `summary.json`, and `dice_final`, the same scan's Dice
 with the run's final weights (empty without `per_case_final.tsv`). Folders written before these
-fields existed are read as "unknown", never refused.
+fields existed are read as "unknown", never refused. The method table (labels, row order) and
+the setting pattern come from the resolved config (`--config`). `aggregate` also returns one row
+per run (`RUN_COLUMNS`), which the command checks and logs but does not write.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.common import (
+    STATUSES,
+    STOP_REASONS,
     DataError,
     numeric_column,
     read_json,
@@ -29,16 +33,14 @@ from analysis.common import (
     run_cli,
     write_tsv,
 )
-from analysis.methods import check_label, method_rank, sort_settings
+from analysis.methods import check_label, method_rank, sort_settings, use_config
 
 log = logging.getLogger("analysis.aggregate")
 
 KEYS = ("dataset", "setting", "method", "method_label", "rep")
 CASE_COLUMNS = (*KEYS, "case_id", "site", "dice", "hd95", "avd", "status")
 SUMMARY_KEYS = (*KEYS, "status", "data_source", "scale")
-STATUSES = ("converged", "diverged")
 DATA_SOURCES = ("synthetic", "real")
-STOP_REASONS = ("plateau", "budget", "diverged")
 # Per-run facts of the stopping rule, copied onto every case row (empty = not recorded).
 RUN_FACTS = ("stop_reason", "still_improving")
 RUN_COLUMNS = (*KEYS, "status", "n_test", "n_scored", "mean_dice", "n_scored_final", "mean_dice_final",
@@ -147,17 +149,17 @@ def _sorted(frame: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis.aggregate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="resolved config (results/config.json): the method table")
     parser.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help="run folders of one dataset")
     parser.add_argument("--out-cases", required=True, help="TSV of all per-case rows")
-    parser.add_argument("--out-runs", required=True, help="TSV with one row per run")
     parser.set_defaults(run=cli)
     return parser
 
 
 def cli(args: argparse.Namespace) -> int:
+    use_config(args.config)
     cases, runs = aggregate(args.runs)
     write_tsv(args.out_cases, cases)
-    write_tsv(args.out_runs, runs)
     log.info("%d runs (%d diverged), %d case rows -> %s", len(runs), int((runs["status"] == "diverged").sum()),
              len(cases), args.out_cases)
     return 0

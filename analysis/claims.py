@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from analysis.common import NOT_CONVERGED
 from analysis.methods import label_of, setting_counts, sort_settings
 from analysis.stats import effect_interval
 
@@ -130,7 +131,7 @@ def _beats(evidence: Evidence, name: str, column: pd.DataFrame, subject: str, ri
     if column.loc[subject, "nc"]:
         return Comparison(label, FAILS, note=f"{label_of(subject)} did not converge")
     if column.loc[rival, "nc"]:
-        return Comparison(label, HOLDS, note=f"{label_of(rival)} n.c. (counts as beaten)")
+        return Comparison(label, HOLDS, note=f"{label_of(rival)} {NOT_CONVERGED} (counts as beaten)")
     return _difference(evidence, name, column, subject, rival, ratio)
 
 

@@ -19,6 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 
+# Vocabulary of the run summaries (`massl train`), read by aggregate, stats and tables.
+STATUSES = ("converged", "diverged")
+STOP_REASONS = ("plateau", "budget", "diverged")  # how a run ended; "" (empty) = not recorded
+# What the tables, figures and report print for a cell with a diverged repetition.
+NOT_CONVERGED = "n.c."
+
 
 class AnalysisError(Exception):
     """A problem the user can fix (bad or missing result file, bad option)."""
@@ -97,6 +103,17 @@ def read_json(path: str | Path, what: str = "JSON file") -> dict:
         raise DataError(f"{path}: {what} not found") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: cannot read {what} ({exc})") from exc
+
+
+def config_value(config: dict, key: str, source: str | Path):
+    """`config[a][b]` for `key` "a.b" of a resolved config (every key present: `massl config`
+    fills the defaults); a DataError naming the key when it is absent."""
+    value = config
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise DataError(f"{source}: config key '{key}' is missing (a config not resolved by `massl config`?)")
+        value = value[part]
+    return value
 
 
 def numeric_column(frame: pd.DataFrame, column: str, source: str | Path) -> pd.Series:

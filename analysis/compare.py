@@ -1,16 +1,18 @@
 """Did a rerun reproduce? Two results folders of the same grid, cell by cell and claim by claim.
 
-    python -m analysis.compare --reference results --rerun other/results [--out compare.md]
+    python -m analysis.compare --config results/config.json --reference results --rerun other/results \
+        [--out compare.md]
 
 For every cell (dataset, setting, method) of Tables 1-2 in both folders (`stats/<d>.tsv`): the
 two means, their difference and the reference cell's standard error over repetitions
-(sd / sqrt(n_converged)); a cell *moved* when |difference| >= that standard error. For every
-claim of the replication checklists (`replication/checklist.tsv`) the two verdicts; a claim
-*flipped* when one says `holds` and the other `does not hold` (a move to or from
-`undetermined` is reported but is not a flip). Prints a Markdown summary (and writes it to
-`--out`); the exit code is 0 whatever the answer, 2 for missing or unreadable inputs.
-Use it to check that a change of thread count, instruction set or machine leaves the tables
-alone (README, "Reproducibility").
+(`analysis.stats.standard_error`: sd / sqrt(n_converged)); a cell *moved* when |difference| >=
+that standard error. For every claim of the replication checklists (`replication/checklist.tsv`)
+the two verdicts; a claim *flipped* when one says `holds` and the other `does not hold` (a move
+to or from `undetermined` is reported but is not a flip). Prints a Markdown summary (and writes
+it to `--out`); the exit code is 0 whatever the answer, 2 for missing or unreadable inputs. Use
+it to check that a change of thread count, instruction set or machine leaves the tables alone
+(README, "Reproducibility"). `--config` is a resolved config holding the method table (the
+reference's `results/config.json`, say) that the statistics tables are checked against.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from analysis.common import DataError, atomic_write_text, read_table, run_cli
+from analysis.methods import use_config
+from analysis.stats import standard_error
 from analysis.tables import read_stats as read_stats_table
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,7 @@ def compare_cells(reference: pd.DataFrame, rerun: pd.DataFrame) -> pd.DataFrame:
     if both.empty:
         raise DataError("the two results folders share no (dataset, setting, method) cell")
     both["difference"] = both["mean_rerun"] - both["mean_reference"]
-    both["se_reference"] = both["sd_reference"] / np.sqrt(both["n_converged_reference"])
+    both["se_reference"] = standard_error(both["n_converged_reference"], sd=both["sd_reference"])
     # no SE (one repetition) or no mean (all diverged): moved is undefined, left empty
     defined = both["se_reference"].notna() & both["difference"].notna()
     both["moved"] = pd.Series(pd.NA, index=both.index, dtype="boolean")
@@ -93,6 +96,7 @@ def _fmt(value: float, spec: str) -> str:
 
 
 def cli(args: argparse.Namespace) -> int:
+    use_config(args.config)
     reference, rerun = Path(args.reference), Path(args.rerun)
     cells = compare_cells(read_stats(reference), read_stats(rerun))
     claims = compare_claims(reference, rerun)
@@ -107,6 +111,8 @@ def cli(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis.compare",
                                      description="Compare the tables and claim verdicts of two results folders.")
+    parser.add_argument("--config", required=True,
+                        help="resolved config with the method table (e.g. the reference's results/config.json)")
     parser.add_argument("--reference", required=True, help="results folder of the reference grid")
     parser.add_argument("--rerun", required=True, help="results folder of the rerun")
     parser.add_argument("--out", default=None, help="also write the Markdown summary here")

@@ -1,12 +1,16 @@
-"""Figures as PNG (150 dpi) and PDF, one colour per method throughout (`METHOD_COLOURS`).
+"""Figures as PNG (150 dpi) and PDF, one colour per method throughout (`analysis.methods.colour_of`).
 
-    python -m analysis.figures dice --cases results/metrics/<d>.tsv --out results/figures/dice_<d>
-    python -m analysis.figures curves --runs RUN_DIR ... --out results/figures/curves_<d>
-    python -m analysis.figures examples --runs RUN_DIR ... --out results/figures/examples_<d> [--methods ...]
-    python -m analysis.figures reconstructions --runs RUN_DIR ... --out results/figures/reconstructions_<d>
-    python -m analysis.figures probe --table results/tables/table3.csv --out results/figures/probe_r2
+    python -m analysis.figures dice --config C --cases results/metrics/<d>.tsv --out results/figures/dice_<d>
+    python -m analysis.figures curves --config C --runs RUN_DIR ... --out results/figures/curves_<d>
+    python -m analysis.figures examples --config C --runs RUN_DIR ... --out results/figures/examples_<d> \
+        --methods ID,ID,...
+    python -m analysis.figures reconstructions --config C --runs RUN_DIR ... \
+        --out results/figures/reconstructions_<d>
+    python -m analysis.figures probe --config C --table results/tables/table3.csv --out results/figures/probe_r2
 
-`--out` is a path without suffix; `<out>.png` and `<out>.pdf` are written.
+`C` is the resolved config (results/config.json): the method table (labels, row order, colours,
+which methods reconstruct with attention) and the setting pattern. `--out` is a path without
+suffix; `<out>.png` and `<out>.pdf` are written.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from analysis.common import (
+    NOT_CONVERGED,
     DataError,
     atomic_path,
     numeric_column,
@@ -31,19 +36,21 @@ from analysis.common import (
     run_cli,
 )
 from analysis.methods import (
-    METHOD_COLOURS,
-    METHOD_IDS,
     check_label,
+    colour_of,
+    id_of,
     label_of,
     method_rank,
+    methods_with_reconstruction,
     setting_header,
     sort_settings,
+    use_config,
 )
 from analysis.stats import read_cases
+from analysis.tables import score_text
 
 log = logging.getLogger("analysis.figures")
 
-EXAMPLE_METHODS = ("cnn", "mssl_alter", "massl_alter")
 TRUTH_COLOUR, PREDICTION_COLOUR = "#DDCC77", "#EE3377"  # Tol palette: sand (truth), magenta (prediction)
 STYLED = matplotlib.rc_context({"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8})
 
@@ -81,11 +88,12 @@ def dice_figure(cases: pd.DataFrame):
             ok = mine.loc[mine["status"] == "converged", "dice"].dropna().to_numpy()
             if len(ok):
                 ax.boxplot(ok, positions=[x], widths=0.6, showfliers=False, medianprops={"color": "black"})
-                ax.scatter(x + rng.uniform(-0.2, 0.2, len(ok)), ok, s=8, alpha=0.7, color=METHOD_COLOURS[method],
+                ax.scatter(x + rng.uniform(-0.2, 0.2, len(ok)), ok, s=8, alpha=0.7, color=colour_of(method),
                            linewidths=0, zorder=3)
             diverged = mine.loc[mine["status"] == "diverged", "rep"].nunique()
             if diverged:
-                ax.text(x, 1.02, f"n.c.\n{diverged}/{mine['rep'].nunique()}", ha="center", va="bottom", fontsize=7)
+                ax.text(x, 1.02, f"{NOT_CONVERGED}\n{diverged}/{mine['rep'].nunique()}", ha="center", va="bottom",
+                        fontsize=7)
         ax.set_xticks(range(len(methods)), [label_of(m) for m in methods], rotation=60, ha="right")
         ax.set_xlim(-0.7, len(methods) - 0.3)
         ax.set_title(f"{setting_header(setting)} labeled (unlabeled)")
@@ -130,10 +138,10 @@ def curves_figure(run_dirs: list[str | Path]):
             mine = here[here["method"] == method]
             loss = mine.groupby("iteration")["loss"].mean()
             window = max(1, len(loss) // 50)
-            row[0].plot(loss.index, loss.rolling(window, min_periods=1).mean(), color=METHOD_COLOURS[method],
+            row[0].plot(loss.index, loss.rolling(window, min_periods=1).mean(), color=colour_of(method),
                         label=label_of(method), lw=1)
             val = mine.dropna(subset=["val_dice"]).groupby("iteration")["val_dice"].mean()
-            row[1].plot(val.index, val.to_numpy(), marker="o", ms=3, color=METHOD_COLOURS[method], lw=1)
+            row[1].plot(val.index, val.to_numpy(), marker="o", ms=3, color=colour_of(method), lw=1)
         row[0].set_ylabel(f"{setting_header(setting)}\ntraining loss")
         row[1].set_ylabel("validation Dice")
         for ax in row:
@@ -145,7 +153,7 @@ def curves_figure(run_dirs: list[str | Path]):
     handles = {}  # label -> line, over all settings: a method may be run in some settings only
     for ax in axes[:, 0]:
         handles.update(zip(*reversed(ax.get_legend_handles_labels())))
-    ordered = sorted(handles, key=lambda label: method_rank(METHOD_IDS[label]))
+    ordered = sorted(handles, key=lambda label: method_rank(id_of(label)))
     fig.legend([handles[label] for label in ordered], ordered, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return fig
@@ -182,7 +190,7 @@ def _first_rep_per_cell(runs: list[dict]) -> dict:
 
 
 @STYLED
-def examples_figure(run_dirs: list[str | Path], methods=EXAMPLE_METHODS):
+def examples_figure(run_dirs: list[str | Path], methods: list[str]):
     """Image with ground-truth and predicted (prob ≥ 0.5) contours: rows = settings, columns =
     methods, the lowest converged repetition of each."""
     chosen = _first_rep_per_cell([run_info(r) for r in run_dirs])
@@ -216,11 +224,14 @@ def examples_figure(run_dirs: list[str | Path], methods=EXAMPLE_METHODS):
 
 @STYLED
 def reconstructions_figure(run_dirs: list[str | Path]):
-    """MASSL attention reconstructions: image X, the targets (1−S)X and SX built from the soft
-    segmentation S, and reconstruction channels 0 (background) and 1 (foreground)."""
-    chosen = _first_rep_per_cell([r for r in map(run_info, run_dirs) if r["method"].startswith("massl")])
+    """Attention reconstructions (MASSL, the method table's rows with reconstruction `attention`):
+    image X, the targets (1−S)X and SX built from the soft segmentation S, and reconstruction
+    channels 0 (background) and 1 (foreground)."""
+    attention = methods_with_reconstruction("attention")
+    chosen = _first_rep_per_cell([r for r in map(run_info, run_dirs) if r["method"] in attention])
     if not chosen:
-        raise DataError("no converged MASSL run among --runs")
+        raise DataError(f"no converged run of an attention-reconstruction method "
+                        f"({', '.join(map(label_of, attention)) or 'none in the method table'}) among --runs")
     settings = sort_settings(s for s, _ in chosen)
     keys = sorted(chosen, key=lambda k: (settings.index(k[0]), method_rank(k[1])))
     titles = ("image X", "target (1−S)·X", "target S·X", "reconstruction ch 0", "reconstruction ch 1")
@@ -229,7 +240,7 @@ def reconstructions_figure(run_dirs: list[str | Path]):
         run = chosen[key]
         ex = read_example(run["run_dir"], need_rec=True)
         if ex["rec"].shape[0] != 2:
-            raise DataError(f"{run['run_dir'] / 'examples.npz'}: a MASSL reconstruction has 2 channels, "
+            raise DataError(f"{run['run_dir'] / 'examples.npz'}: an attention reconstruction has 2 channels, "
                             f"found {ex['rec'].shape[0]}")
         image, s = ex["image"], np.clip(ex["prob"], 0, 1)
         vmax = float(np.nanmax(image)) or 1.0
@@ -255,11 +266,11 @@ def probe_figure(table: pd.DataFrame):
         mine = table[table["method"] == method].sort_values("level")
         offset = (i - (len(methods) - 1) / 2) * 0.06  # side by side so error bars do not overlap
         ax.errorbar(mine["level"] + offset, mine["mean"], yerr=np.sqrt(mine["variance"]), marker="o", ms=4,
-                    capsize=3, color=METHOD_COLOURS[method], label=label_of(method))
+                    capsize=3, color=colour_of(method), label=label_of(method))
     ax.set_xticks(sorted(table["level"].unique()))
     ax.set_xlabel("encoder level")
     scores = table["score"].dropna().unique() if "score" in table else []  # none in tables before issue 13
-    ax.set_ylabel("R² of linear probe" + (f" ({str(scores[0]).replace('_', '-')})" if len(scores) == 1 else ""))
+    ax.set_ylabel("R² of linear probe" + (f" ({score_text(str(scores[0]))})" if len(scores) == 1 else ""))
     ax.set_title(f"Feature probe ({table['dataset'].iloc[0]}, {table['setting'].iloc[0]})")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -283,23 +294,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="figure", required=True)
     p = sub.add_parser("dice", help="Dice per method and setting (box + points)")
     p.add_argument("--cases", required=True, help="results/metrics/<d>.tsv")
-    p.set_defaults(run=lambda a: _save(dice_figure(read_cases(a.cases)), a.out))
+    p.set_defaults(run=_run, draw=lambda a: _save(dice_figure(read_cases(a.cases)), a.out))
     p = sub.add_parser("curves", help="training loss and validation Dice against iteration")
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR")
-    p.set_defaults(run=lambda a: _save(curves_figure(a.runs), a.out))
+    p.set_defaults(run=_run, draw=lambda a: _save(curves_figure(a.runs), a.out))
     p = sub.add_parser("examples", help="example segmentations with truth and prediction contours")
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR")
-    p.add_argument("--methods", default=",".join(EXAMPLE_METHODS), help="comma-separated method ids")
-    p.set_defaults(run=lambda a: _save(examples_figure(a.runs, a.methods.split(",")), a.out))
-    p = sub.add_parser("reconstructions", help="MASSL background/foreground reconstructions and their targets")
+    p.add_argument("--methods", required=True, help="comma-separated method ids (the columns)")
+    p.set_defaults(run=_run, draw=lambda a: _save(examples_figure(a.runs, a.methods.split(",")), a.out))
+    p = sub.add_parser("reconstructions", help="attention (MASSL) background/foreground reconstructions and their "
+                                               "targets")
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR")
-    p.set_defaults(run=lambda a: _save(reconstructions_figure(a.runs), a.out))
+    p.set_defaults(run=_run, draw=lambda a: _save(reconstructions_figure(a.runs), a.out))
     p = sub.add_parser("probe", help="probe R² by encoder level (from Table 3's CSV)")
     p.add_argument("--table", required=True, help="results/tables/table3.csv")
-    p.set_defaults(run=lambda a: _save(probe_figure(read_probe_table(a.table)), a.out))
+    p.set_defaults(run=_run, draw=lambda a: _save(probe_figure(read_probe_table(a.table)), a.out))
     for p in sub.choices.values():
+        p.add_argument("--config", required=True,
+                       help="resolved config (results/config.json): the method table and the setting pattern")
         p.add_argument("--out", required=True, help="output path without suffix (.png and .pdf are written)")
     return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Install the config's method table, then draw the chosen figure (`args.draw`)."""
+    use_config(args.config)
+    return args.draw(args)
 
 
 def _save(fig, out) -> int:

@@ -1,21 +1,22 @@
 """Ours against the paper: per-cell comparison, per-column agreement and the claim checklist.
 
-    python -m analysis.replication --stats results/stats/brats18.tsv results/stats/wmh17.tsv \
+    python -m analysis.replication --config results/config.json \
+        --stats results/stats/brats18.tsv results/stats/wmh17.tsv \
         --cases results/metrics/brats18.tsv results/metrics/wmh17.tsv \
         --probe-files results/probe/brats18/50L70U/*/rep*.tsv --paper config/paper_values.tsv \
-        --config results/config.json --out-dir results/replication
+        --out-dir results/replication
 
 Writes `report.md`, `report.html`, `paper_vs_ours.{png,pdf}` and `checklist.tsv`. The case
 tables give the per-repetition means behind each claim's interval, the probe files Table 3 and
 its per-repetition R² (`analysis.claims` says how verdicts are reached). From the resolved
-config: `replication` (tolerances), `stats.alpha` (the intervals are at 1 − alpha),
-`stats.claim_interval` (`corrected` | `t`) and `probe.variance` (`within` | `pooled`), each with
-its default when absent.
+config (`massl config` fills every key): the method table (`library`), `replication`
+(tolerances), `stats.alpha` (the intervals are at 1 − alpha), `stats.claim_interval`
+(`corrected` | `t`) and `probe.variance` (`within` | `pooled`).
 
 A cell is within tolerance when |ours − paper| ≤ max(tolerance_dice, tolerance_se · SE), where
-SE is the standard error of our mean (sd over repetitions / √repetitions for Tables 1-2,
-√(variance / n) for Table 3) and the two tolerances come from the config key `replication`
-(defaults 0.02 and 2). Ranks are within a column (1 = highest) over the methods both sides
+SE is the standard error of our mean (`analysis.stats.standard_error`: sd over repetitions /
+√repetitions for Tables 1-2, √(variance / n) for Table 3) and the two tolerances come from the
+config key `replication`. Ranks are within a column (1 = highest) over the methods both sides
 report; Kendall's τ (scipy.stats.kendalltau) compares the two orderings of a column.
 """
 
@@ -32,19 +33,19 @@ import pandas as pd
 from scipy import stats as sps
 
 from analysis.claims import Evidence, Verdict, check_claims
-from analysis.common import ConfigError, DataError, read_json, run_cli
-from analysis.methods import METHOD_IDS, sort_settings
+from analysis.common import ConfigError, DataError, config_value, run_cli
+from analysis.methods import method_labels, sort_settings, use_config
 from analysis.report import write_report
-from analysis.stats import INTERVALS, read_cases, repetition_means
+from analysis.stats import INTERVALS, read_cases, repetition_means, standard_error
 from analysis.tables import VARIANCES, probe_rep_means, probe_summary, read_probe_files, read_stats
 
 log = logging.getLogger("analysis.replication")
 
 PAPER_COLUMNS = ("table", "dataset", "setting", "method", "value", "spread", "better_than_cnn")
 TABLE_OF_DATASET = {"brats18": "table1", "wmh17": "table2"}
-DEFAULT_TOLERANCE = {"tolerance_dice": 0.02, "tolerance_se": 2.0}
-# (section, key) of the resolved config -> default; the schema holds the same defaults.
-DEFAULT_OPTIONS = {("stats", "alpha"): 0.05, ("stats", "claim_interval"): "corrected", ("probe", "variance"): "within"}
+TOLERANCE_KEYS = ("tolerance_dice", "tolerance_se")
+# read_options: option -> key of the resolved config
+OPTION_KEYS = {"alpha": "stats.alpha", "claim_interval": "stats.claim_interval", "variance": "probe.variance"}
 
 
 def read_paper_values(path: str | Path) -> pd.DataFrame:
@@ -65,7 +66,8 @@ def read_paper_values(path: str | Path) -> pd.DataFrame:
     paper = pd.DataFrame(rows, columns=list(PAPER_COLUMNS))
     parts = paper["method"].str.partition("@level")
     label, level = parts[0], parts[2]
-    unknown = sorted(set(label) - set(METHOD_IDS))
+    ids = {name: method for method, name in method_labels().items()}
+    unknown = sorted(set(label) - set(ids))
     if unknown:
         raise DataError(f"{path}: unknown method label(s) {', '.join(unknown)}")
     try:
@@ -73,28 +75,25 @@ def read_paper_values(path: str | Path) -> pd.DataFrame:
                    for column, values in (("level", level), ("value", paper["value"]), ("spread", paper["spread"]))}
     except ValueError as exc:
         raise DataError(f"{path}: {exc}") from exc
-    return paper.assign(method=label.map(METHOD_IDS), star=paper["better_than_cnn"].str.strip() == "*", **numbers)
+    return paper.assign(method=label.map(ids), star=paper["better_than_cnn"].str.strip() == "*", **numbers)
 
 
-def read_tolerance(config_path: str | Path | None) -> dict:
-    """`replication` {tolerance_dice, tolerance_se} of the resolved config, defaults filled."""
-    config = read_json(config_path, "resolved config") if config_path else {}
-    given = config.get("replication") or {}
-    unknown = sorted(set(given) - set(DEFAULT_TOLERANCE))
+def read_tolerance(config: dict, config_path: str | Path = "resolved config") -> dict:
+    """`replication` {tolerance_dice, tolerance_se} of the resolved config, checked."""
+    given = config_value(config, "replication", config_path)
+    unknown = sorted(set(given) - set(TOLERANCE_KEYS))
     if unknown:
         raise ConfigError(f"{config_path}: unknown key(s) in 'replication': {', '.join(unknown)}")
-    tolerance = {**DEFAULT_TOLERANCE, **given}
+    tolerance = {key: config_value(config, f"replication.{key}", config_path) for key in TOLERANCE_KEYS}
     for key, value in tolerance.items():
         if not isinstance(value, (int, float)) or value < 0:
             raise ConfigError(f"{config_path}: replication.{key} must be a number >= 0, got {value!r}")
     return tolerance
 
 
-def read_options(config_path: str | Path | None) -> dict:
-    """{alpha, claim_interval, variance} of the resolved config, defaults filled and checked."""
-    config = read_json(config_path, "resolved config") if config_path else {}
-    options = {key: (config.get(section) or {}).get(key, default)
-               for (section, key), default in DEFAULT_OPTIONS.items()}
+def read_options(config: dict, config_path: str | Path = "resolved config") -> dict:
+    """{alpha, claim_interval, variance} of the resolved config, checked."""
+    options = {option: config_value(config, key, config_path) for option, key in OPTION_KEYS.items()}
     if not isinstance(options["alpha"], (int, float)) or not 0 < options["alpha"] < 1:
         raise ConfigError(f"{config_path}: stats.alpha must be in (0, 1), got {options['alpha']!r}")
     for (section, key), allowed in ((("stats", "claim_interval"), INTERVALS), (("probe", "variance"), VARIANCES)):
@@ -124,7 +123,7 @@ def our_cells(stats: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"table": TABLE_OF_DATASET[dataset], "dataset": dataset, "setting": stats["setting"],
                          "method": stats["method"], "value": stats["mean"], "sd": stats["sd"],
                          "n_reps": stats["n_reps"], "n_converged": stats["n_converged"],
-                         "se": stats["sd"] / np.sqrt(stats["n_converged"]), "nc": stats["n_diverged"] > 0,
+                         "se": standard_error(stats["n_converged"], sd=stats["sd"]), "nc": stats["n_diverged"] > 0,
                          "star": star, "mean_final": stats["mean_final"], "n_stop_budget": stats["n_stop_budget"],
                          "n_stop_unknown": stats["n_stop_unknown"], "n_still_improving": stats["n_still_improving"],
                          "still_improving_reps": stats["still_improving_reps"]})
@@ -184,7 +183,7 @@ def our_probe(table: pd.DataFrame) -> pd.DataFrame:
     """Table 3 (`analysis.tables.probe_summary`) in the claims' layout."""
     return pd.DataFrame({"table": "table3", "method": table["method"], "level": table["level"].astype(int),
                          "value": table["mean"], "variance": table["variance"], "n": table["n"],
-                         "se": np.sqrt(table["variance"] / table["n"]), "setting": table["setting"],
+                         "se": standard_error(table["n"], variance=table["variance"]), "setting": table["setting"],
                          "dataset": table["dataset"], "nc": table["n_diverged"] > 0,
                          "n_diverged": table["n_diverged"], "reason": table["reason"], "score": table["score"],
                          "variance_kind": table["variance_kind"]})
@@ -239,10 +238,10 @@ class Replication:
 
 
 def replicate(stats: list[pd.DataFrame], names: list[str], cases: list[pd.DataFrame], paper: pd.DataFrame,
-              tolerance: dict, probe_rows: pd.DataFrame | None = None, options: dict | None = None) -> Replication:
+              tolerance: dict, probe_rows: pd.DataFrame | None, options: dict) -> Replication:
     """Compare statistics tables (one per dataset, with the case table of the same dataset) and
-    the probe rows (`analysis.tables.read_probe_files`) with the paper's values."""
-    options = {key: default for (_, key), default in DEFAULT_OPTIONS.items()} | (options or {})
+    the probe rows (`analysis.tables.read_probe_files`) with the paper's values; `tolerance` and
+    `options` as `read_tolerance` and `read_options` give them."""
     source, scale = data_origin(stats, names)
     ours = pd.concat([our_cells(s) for s in stats], ignore_index=True)
     if ours.duplicated(["table", "setting", "method"]).any():
@@ -272,25 +271,26 @@ def replicate(stats: list[pd.DataFrame], names: list[str], cases: list[pd.DataFr
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis.replication", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True,
+                        help="resolved config (results/config.json): the method table, replication tolerances, "
+                             "stats.alpha, stats.claim_interval, probe.variance")
     parser.add_argument("--stats", nargs="+", required=True, help="statistics TSVs (results/stats/<d>.tsv)")
     parser.add_argument("--cases", nargs="+", required=True,
                         help="aggregated case tables, one per statistics table (results/metrics/<d>.tsv)")
     parser.add_argument("--probe-files", nargs="+", default=None,
                         help="probe TSVs of Table 3 (results/probe/<d>/<s>/<m>/rep<r>.tsv)")
     parser.add_argument("--paper", required=True, help="the paper's values (config/paper_values.tsv)")
-    parser.add_argument("--config", default=None,
-                        help="resolved config (replication tolerances, stats.alpha, stats.claim_interval, "
-                             "probe.variance)")
     parser.add_argument("--out-dir", required=True, help="folder for report.md/.html, figure and checklist")
     parser.set_defaults(run=cli)
     return parser
 
 
 def cli(args: argparse.Namespace) -> int:
+    config = use_config(args.config)
+    tolerance, options = read_tolerance(config, args.config), read_options(config, args.config)
     probe_rows = read_probe_files(args.probe_files) if args.probe_files else None
     result = replicate([read_stats(p) for p in args.stats], args.stats, [read_cases(p) for p in args.cases],
-                       read_paper_values(args.paper), read_tolerance(args.config), probe_rows,
-                       read_options(args.config))
+                       read_paper_values(args.paper), tolerance, probe_rows, options)
     paths = write_report(Path(args.out_dir), result)
     log.info("replication report (%s data, scale %s) -> %s", result.source, result.scale,
              ", ".join(map(str, paths)))

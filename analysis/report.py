@@ -14,16 +14,17 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from analysis.claims import FAILS, HOLDS, UNDETERMINED
-from analysis.common import atomic_write_text, write_tsv
+from analysis.common import NOT_CONVERGED, atomic_write_text, write_tsv
 from analysis.figures import STYLED, new_figure, save_figure
 from analysis.methods import (
-    METHOD_COLOURS,
+    colour_of,
     label_of,
     method_rank,
     setting_header,
     sort_settings,
 )
 from analysis.render import fmt, html_table, markdown_table
+from analysis.stats import INTERVALS
 
 if TYPE_CHECKING:
     from analysis.replication import Replication
@@ -57,14 +58,15 @@ def _cell_rows(compared: pd.DataFrame, column: str) -> list[list[str]]:
     for _, r in order.iterrows():
         if column == "level":
             ours = (f"– ({r['reason']})" if r["reason"] else
-                    f"{fmt(r['value_ours'], 3)} ({fmt(r['variance_ours'], 3)})" + (" n.c." if r["nc_ours"] else ""))
+                    f"{fmt(r['value_ours'], 3)} ({fmt(r['variance_ours'], 3)})"
+                    + (f" {NOT_CONVERGED}" if r["nc_ours"] else ""))
             paper = f"{fmt(r['value_paper'], 3)} ({fmt(r['variance_paper'], 3)})"
         else:
-            ours = f"{fmt(r['value_ours'])} ± {fmt(r['sd'])}" + (" n.c." if r["nc_ours"] else "")
+            ours = f"{fmt(r['value_ours'])} ± {fmt(r['sd'])}" + (f" {NOT_CONVERGED}" if r["nc_ours"] else "")
             paper = fmt(r["value_paper"])
         row = [_column_name(r[column], column), label_of(r["method"]), paper, ours, "–" if pd.isna(r["diff"]) else f"{r['diff']:+.{digits}f}",
                fmt(r["tolerance"], digits),
-               ("yes" if r["within"] else "no") if r["usable"] else "n.c." if r["nc_ours"] else "–",
+               ("yes" if r["within"] else "no") if r["usable"] else NOT_CONVERGED if r["nc_ours"] else "–",
                fmt(r["rank_paper"], 0),
                fmt(r["rank_ours"], 0)]
         if column == "setting":
@@ -119,13 +121,6 @@ def _table_section(result: Replication, table: str) -> list:
         agreement_header += ["* marks", "† marks"]
     blocks.append(("table", agreement_header, _agreement_rows(agreement[agreement["table"] == table], column), 1))
     return blocks
-
-
-INTERVALS = {"corrected": "the corrected resampled t interval of Nadeau & Bengio (2003) over the per-repetition "
-                          "differences (variance factor 1/J + n_test/n_train: the repetitions' training sets "
-                          "overlap, so a plain t interval would be too narrow)",
-             "t": "a plain t interval over the per-repetition differences (no correction for the overlap of "
-                  "the repetitions' training sets: too narrow)"}
 
 
 def _effect(verdict) -> str:
@@ -267,7 +262,7 @@ def scatter_figure(result: Replication):
         for (method, table), mine in sorted(usable.groupby(["method", "table"]), key=lambda g: method_rank(g[0][0])):
             err = np.sqrt(mine[spread]) if spread == "variance_ours" else mine[spread]
             ax.errorbar(mine["value_paper"], mine["value_ours"], yerr=err, fmt=MARKERS[table], ms=4, capsize=2,
-                        color=METHOD_COLOURS[method], label=label_of(method))
+                        color=colour_of(method), label=label_of(method))
         values = pd.concat([usable["value_paper"], usable["value_ours"]]).dropna()
         lo, hi = (values.min() - 0.05, values.max() + 0.05) if len(values) else (0, 1)
         ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--", label="identity")

@@ -1,12 +1,16 @@
 """Per (setting, method) Dice statistics and the significance tests behind the table marks.
 
-    python -m analysis.stats --cases results/metrics/<d>.tsv --out results/stats/<d>.tsv \
-        --test-train-ratio FLOAT [--alpha 0.05] [--reference cnn] [--best massl_alter]
+    python -m analysis.stats --config results/config.json --cases results/metrics/<d>.tsv \
+        --out results/stats/<d>.tsv --test-train-ratio FLOAT [--alpha A] [--reference ID] [--best ID]
+
+`--alpha`, `--reference` and `--best` default to the resolved config's `stats` section, which
+also holds the method table (`library`).
 
 A cell of Tables 1-2 is the mean Dice over the test scans of a repetition (NaN = both masks
 empty, left out), averaged over the converged repetitions; `sd` is over the repetition means.
-Two tests compare each method with the reference (CNN, mark `*`) and with the best method
-(MASSL(alter), mark `†`), within each column (setting):
+Two tests compare each method with the reference (`stats.reference`, the paper's CNN, mark `*`)
+and with the best method (`stats.best`, the paper's MASSL(alter), mark `†`), within each column
+(setting):
 
 - `p_ref`, `p_best`: the paper's test, a paired two-sided t-test over per-scan Dice pooled
   across repetitions (pairs = same repetition and case; both runs converged, both Dice finite).
@@ -47,14 +51,17 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
 from analysis.common import (
+    STATUSES,
+    STOP_REASONS,
     ConfigError,
     DataError,
+    config_value,
     numeric_column,
     read_table,
     run_cli,
     write_tsv,
 )
-from analysis.methods import METHOD_LABELS, check_label, method_rank, sort_settings
+from analysis.methods import check_label, method_ids, method_rank, sort_settings, use_config
 
 log = logging.getLogger("analysis.stats")
 
@@ -64,14 +71,28 @@ COMPARISONS = ("ref", "best")
 # --mark-test choice -> suffix of the p-value column the marks use.
 MARK_TESTS = {"paired": "", "paired_holm": "_holm", "corrected": "_corrected", "corrected_holm": "_corrected_holm"}
 P_COLUMNS = tuple(f"p_{c}{s}" for c in COMPARISONS for s in ("", "_corrected", "_holm", "_corrected_holm"))
-STOP_COLUMNS = ("n_stop_plateau", "n_stop_budget", "n_stop_diverged", "n_stop_unknown")
+STOP_COLUMNS = (*(f"n_stop_{r}" for r in STOP_REASONS), "n_stop_unknown")
 RUN_COLUMNS = ("mean_final", "sd_final", "n_final", *STOP_COLUMNS, "n_still_improving", "still_improving_reps")
 STATS_COLUMNS = ("dataset", "setting", "method", "method_label", "mean", "sd", "n_reps", "n_converged",
                  "n_diverged", "n_cases", *RUN_COLUMNS, "reference", "best", *P_COLUMNS, "mark_ref", "mark_best",
                  "mark_test", "alpha", "test_train_ratio", "data_source", "scale")
 # Columns of the case table that runs from before issue 13 lack: filled as "not recorded".
 OPTIONAL_CASE_COLUMNS = {"dice_final": float("nan"), "stop_reason": "", "still_improving": ""}
-INTERVALS = ("corrected", "t")
+# Kinds of `effect_interval` -> what the replication report says of them.
+INTERVALS = {"corrected": "the corrected resampled t interval of Nadeau & Bengio (2003) over the per-repetition "
+                          "differences (variance factor 1/J + n_test/n_train: the repetitions' training sets "
+                          "overlap, so a plain t interval would be too narrow)",
+             "t": "a plain t interval over the per-repetition differences (no correction for the overlap of "
+                  "the repetitions' training sets: too narrow)"}
+
+
+def standard_error(n, *, sd=None, variance=None):
+    """Standard error of a mean of `n` values: sd / √n, or √(variance / n) from a variance
+    (the same number up to rounding; each form as its callers have always computed it).
+    Works on numbers and on pandas/numpy arrays alike."""
+    if (sd is None) == (variance is None):
+        raise TypeError("give exactly one of sd and variance")
+    return sd / np.sqrt(n) if variance is None else np.sqrt(variance / n)
 
 
 def paired_t_test(a, b) -> float:
@@ -166,16 +187,17 @@ def repetition_means(cases: pd.DataFrame) -> pd.DataFrame:
         .reset_index()
 
 
-def compute_stats(cases: pd.DataFrame, test_train_ratio: float, alpha: float = 0.05, reference: str = "cnn",
-                  best: str = "massl_alter", mark_test: str = "paired") -> pd.DataFrame:
-    """The statistics table (columns `STATS_COLUMNS`) for the case rows of one dataset."""
+def compute_stats(cases: pd.DataFrame, test_train_ratio: float, alpha: float = 0.05, *, reference: str,
+                  best: str, mark_test: str = "paired") -> pd.DataFrame:
+    """The statistics table (columns `STATS_COLUMNS`) for the case rows of one dataset; `*` marks
+    against method `reference`, `†` against `best` (the config's `stats.reference`, `stats.best`)."""
     if mark_test not in MARK_TESTS:
         raise ConfigError(f"mark test {mark_test!r} is not one of {', '.join(MARK_TESTS)}")
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
     for name, method in (("reference", reference), ("best", best)):
-        if method not in METHOD_LABELS:
-            raise ConfigError(f"{name} method {method!r} is not one of {', '.join(METHOD_LABELS)}")
+        if method not in method_ids():
+            raise ConfigError(f"{name} method {method!r} is not one of {', '.join(method_ids())}")
     if not test_train_ratio > 0:
         raise ConfigError(f"test/train ratio must be > 0, got {test_train_ratio}")
     _check_single(cases, ("dataset", "data_source", "scale"))
@@ -237,7 +259,7 @@ def _run_endings(reps: pd.DataFrame) -> dict:
     improving = sorted(int(r) for r, v in zip(reps["rep"], reps["still_improving"])
                        if isinstance(v, (bool, np.bool_)) and v)
     return {"mean_final": final.mean(), "sd_final": final.std(ddof=1), "n_final": len(final),
-            **{f"n_stop_{r}": int((reason == r).sum()) for r in ("plateau", "budget", "diverged")},
+            **{f"n_stop_{r}": int((reason == r).sum()) for r in STOP_REASONS},
             "n_stop_unknown": int((reason == "").sum()), "n_still_improving": len(improving),
             "still_improving_reps": ",".join(map(str, improving))}
 
@@ -265,12 +287,12 @@ def read_cases(path) -> pd.DataFrame:
         cases = with_run_facts(cases)
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
-    unknown_reasons = set(cases["stop_reason"]) - {"", "plateau", "budget", "diverged"}
+    unknown_reasons = set(cases["stop_reason"]) - {"", *STOP_REASONS}
     if unknown_reasons:
         raise DataError(f"{path}: unknown stop_reason value(s) {', '.join(sorted(unknown_reasons))}")
     for method, label in cases[["method", "method_label"]].drop_duplicates().itertuples(index=False):
         check_label(method, label, str(path))
-    unknown = set(cases["status"]) - {"converged", "diverged"}
+    unknown = set(cases["status"]) - set(STATUSES)
     if unknown:
         raise DataError(f"{path}: unknown status value(s) {', '.join(map(str, unknown))}")
     return cases
@@ -278,13 +300,18 @@ def read_cases(path) -> pd.DataFrame:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis.stats", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True,
+                        help="resolved config (results/config.json): the method table and the stats defaults")
     parser.add_argument("--cases", required=True, help="aggregated case table (results/metrics/<d>.tsv)")
     parser.add_argument("--out", required=True, help="statistics TSV to write")
     parser.add_argument("--test-train-ratio", type=float, required=True,
                         help="n_test / n_train of the splits, for the corrected resampled t-test")
-    parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the marks")
-    parser.add_argument("--reference", default="cnn", help="method marked against with * (default cnn)")
-    parser.add_argument("--best", default="massl_alter", help="method marked against with † (default massl_alter)")
+    parser.add_argument("--alpha", type=float, default=None, help="significance level of the marks "
+                        "(default: the config's stats.alpha)")
+    parser.add_argument("--reference", default=None, help="method marked against with * "
+                        "(default: the config's stats.reference)")
+    parser.add_argument("--best", default=None,
+                        help="method marked against with † (default: the config's stats.best)")
     parser.add_argument("--mark-test", choices=list(MARK_TESTS), default="paired",
                         help="p-value behind the marks (default: paired, the paper's test)")
     parser.set_defaults(run=cli)
@@ -292,8 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cli(args: argparse.Namespace) -> int:
+    config = use_config(args.config)
+    alpha, reference, best = (config_value(config, f"stats.{key}", args.config) if given is None else given
+                              for key, given in (("alpha", args.alpha), ("reference", args.reference),
+                                                 ("best", args.best)))
     cases = read_cases(args.cases)
-    table = compute_stats(cases, args.test_train_ratio, args.alpha, args.reference, args.best, args.mark_test)
+    table = compute_stats(cases, args.test_train_ratio, alpha, reference=reference, best=best,
+                          mark_test=args.mark_test)
     write_tsv(args.out, table)
     log.info("%d cells, %d marked *, %d marked † -> %s", len(table), int((table["mark_ref"] == "*").sum()),
              int((table["mark_best"] == "†").sum()), args.out)

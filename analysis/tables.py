@@ -1,9 +1,12 @@
 """The paper's tables as CSV, Markdown and LaTeX.
 
-    python -m analysis.tables results --stats results/stats/<d>.tsv --out-prefix results/tables/table1 \
-        --caption "..." [--methods cnn,pretrain_dec,...] [--settings 20L100U,50L70U,120L120U]
-    python -m analysis.tables probe --probe-files results/probe/<d>/<s>/<m>/rep<r>.tsv ... \
-        --out-prefix results/tables/table3 --caption "..." [--variance pooled|within_rep]
+    python -m analysis.tables results --config results/config.json --stats results/stats/<d>.tsv \
+        --out-prefix results/tables/table1 --caption "..." [--methods ID,ID,...] [--settings 20L100U,...]
+    python -m analysis.tables probe --config results/config.json \
+        --probe-files results/probe/<d>/<s>/<m>/rep<r>.tsv ... --out-prefix results/tables/table3 \
+        [--caption "..."] [--variance within|pooled]
+
+Both read the method table (labels, row order) and the setting pattern from the resolved config.
 
 Tables 1-2 (`results`): methods as rows in the paper's order, settings as columns, mean Dice with
 4 decimals and the marks of `analysis.stats`; `n.c.` where a repetition diverged; a bottom row
@@ -14,13 +17,15 @@ row is `SD_ROW`); `<prefix>_extended.*` adds per cell the sd, the mean with the 
 converged repetitions, how the runs stopped, the runs still improving at their budget and all
 p-values (one row per cell).
 
-Table 3 (`probe`): rows CNN, MSSL(alter), MASSL(alter), columns encoder levels 1..5, cells
-`mean (variance)` of the probe R² (held-out or in-sample, as `massl probe` scored it). The
-bracket is `--variance within` (default, the paper's reading: the variance over the draws of
-each repetition's model, averaged over repetitions) or `pooled` (over all draws of all
-repetitions). A level whose probe rows give a `reason` (e.g. under-determined) prints `–` and
-the reason in the notes, never a number; a cell with a diverged model prints `n.c.` as in
-Tables 1-2 (its mean is over the other repetitions). `<prefix>.csv` is tidy: `PROBE_SUMMARY_COLUMNS`.
+Table 3 (`probe`): rows the probed methods (the paper's: CNN, MSSL(alter), MASSL(alter)),
+columns encoder levels 1..5, cells `mean (variance)` of the probe R² (held-out or in-sample, as
+`massl probe` scored it). The bracket is the config's `probe.variance` (or `--variance`):
+`within` (the paper's reading: the variance over the draws of each repetition's model, averaged
+over repetitions) or `pooled` (over all draws of all repetitions). The caption is built from the
+config's `probe` section and `repetitions` (`probe_caption`) unless `--caption` is given. A
+level whose probe rows give a `reason` (e.g. under-determined) prints `–` and the reason in the
+notes, never a number; a cell with a diverged model prints `n.c.` as in Tables 1-2 (its mean is
+over the other repetitions). `<prefix>.csv` is tidy: `PROBE_SUMMARY_COLUMNS`.
 """
 
 from __future__ import annotations
@@ -34,28 +39,30 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.common import (
+    NOT_CONVERGED,
+    STOP_REASONS,
     ConfigError,
     DataError,
     atomic_path,
     atomic_write_text,
+    config_value,
     numeric_column,
     read_table,
     run_cli,
 )
 from analysis.methods import (
-    METHOD_LABELS,
     check_label,
     label_of,
     method_rank,
     setting_header,
     sort_settings,
+    use_config,
 )
 from analysis.render import fmt, fmt_p, latex_table, markdown_table
 from analysis.stats import MARK_TESTS, P_COLUMNS, RUN_COLUMNS, STATS_COLUMNS
 
 log = logging.getLogger("analysis.tables")
 
-NOT_CONVERGED = "n.c."
 SD_ROW = "SD of repetition means (median over methods)"
 PROBE_COLUMNS = ("level", "draw", "r2", "n_voxels")
 # Columns `massl probe` writes since issue 13; older files lack them (in-sample R², no reasons).
@@ -64,8 +71,12 @@ PROBE_SCORES = {"held_out": "Held-out R² (fitted on all but one drawn image, sc
                 "in_sample": "In-sample R² (fitted and scored on the same voxels, the paper's reading)"}
 DIVERGED = "diverged"
 PROBE_PATH = re.compile(r"^rep(\d+)\.tsv$")
-VARIANCES = {"within": "variance over the draws within each repetition, averaged over repetitions",
-             "pooled": "variance over all draws of all repetitions"}
+# Table 3's bracket (`probe.variance`) -> how its caption and its notes name it (the two
+# wordings have always differed by a word; both are kept as printed).
+VARIANCES = {"within": {"caption": "over the draws within a repetition, averaged over repetitions",
+                        "notes": "variance over the draws within each repetition, averaged over repetitions"},
+             "pooled": {"caption": "over all draws of all repetitions",
+                        "notes": "variance over all draws of all repetitions"}}
 PROBE_SUMMARY_COLUMNS = ("dataset", "setting", "method", "method_label", "level", "mean", "variance", "n", "n_reps",
                          "n_diverged", "reason", "score", "variance_kind")
 
@@ -156,7 +167,7 @@ def stop_text(row) -> str:
     """`plateau/budget/diverged` counts of a cell, e.g. `3/2/0`; `not recorded` for old runs."""
     if row["n_stop_unknown"] >= row["n_reps"]:
         return "not recorded"
-    counts = "/".join(str(int(row[f"n_stop_{r}"])) for r in ("plateau", "budget", "diverged"))
+    counts = "/".join(str(int(row[f"n_stop_{r}"])) for r in STOP_REASONS)
     return counts + (f" (+{int(row['n_stop_unknown'])} not recorded)" if row["n_stop_unknown"] else "")
 
 
@@ -222,6 +233,7 @@ def write_all(prefix: str | Path, table: pd.DataFrame, header: list[str], rows: 
 
 
 def cli_results(args: argparse.Namespace) -> int:
+    use_config(args.config)
     stats = read_stats(args.stats)
     methods = _select(args.methods, stats["method"], "methods", args.stats)
     settings = _select(args.settings, stats["setting"], "settings", args.stats)
@@ -303,7 +315,7 @@ def probe_summary(probe: pd.DataFrame, variance: str = "within") -> pd.DataFrame
                      "n": len(valid), "n_reps": cell["rep"].nunique(), "n_diverged": len(diverged),
                      "reason": "; ".join(reasons)})
     table = pd.DataFrame(rows)
-    table = table.assign(method_label=table["method"].map(METHOD_LABELS), dataset=probe["dataset"].iloc[0],
+    table = table.assign(method_label=table["method"].map(label_of), dataset=probe["dataset"].iloc[0],
                          setting=probe["setting"].iloc[0], score=probe["score"].iloc[0], variance_kind=variance,
                          rank=table["method"].map(method_rank))
     return table.sort_values(["rank", "level"])[list(PROBE_SUMMARY_COLUMNS)].reset_index(drop=True)
@@ -347,15 +359,51 @@ def probe_notes(summary: pd.DataFrame) -> str:
     nc = (f" {NOT_CONVERGED}: a repetition's model diverged ({counts} repetition(s)); the CSV's mean is over the "
           "others." if counts else "")
     return (f"{PROBE_SCORES[first['score']]} of a linear regression from each encoder level's "
-            f"features to the average-pooled ground truth; mean ({VARIANCES[first['variance_kind']]}), "
+            f"features to the average-pooled ground truth; mean ({VARIANCES[first['variance_kind']]['notes']}), "
             f"{int(summary['n_reps'].max())} repetition(s), dataset {first['dataset']}, setting {first['setting']}. "
             f"Compare within a column only. {dashes}{nc}").strip()
 
 
+def score_text(score: str) -> str:
+    """A probe score as printed in captions and axis labels: `held-out`, `in-sample`."""
+    return score.replace("_", "-")
+
+
+def probe_caption(config: dict, variance: str, source: str | Path = "resolved config") -> str:
+    """Table 3's caption from the resolved config: its `probe` section (`probe.setting` is the
+    setting actually probed) and `repetitions`."""
+    probe = {key: config_value(config, f"probe.{key}", source)
+             for key in ("score", "dataset", "setting", "n_draws", "n_images")}
+    repetitions = config_value(config, "repetitions", source)
+    return (f"R² ({score_text(probe['score'])}) of a linear regression from each encoder level's features to the "
+            f"down-sampled ground truth ({probe['dataset']}, {probe['setting']}): mean over {probe['n_draws']} "
+            f"draws of {probe['n_images']} test images and {repetitions} repetitions (variance: "
+            f"{VARIANCES[variance]['caption']})")
+
+
+def probe_variance(config: dict, given: str | None, source: str | Path) -> str:
+    """`--variance` if given, else the config's `probe.variance`, checked."""
+    variance = config_value(config, "probe.variance", source) if given is None else given
+    if variance not in VARIANCES:
+        raise ConfigError(f"{source}: probe.variance {variance!r} is not one of {', '.join(VARIANCES)}")
+    return variance
+
+
 def cli_probe(args: argparse.Namespace) -> int:
-    summary = probe_summary(read_probe_files(args.probe_files), args.variance)
+    config = use_config(args.config)
+    variance = probe_variance(config, args.variance, args.config)
+    probe = read_probe_files(args.probe_files)
+    caption = args.caption
+    if caption is None:
+        for key in ("dataset", "setting"):
+            wanted = config_value(config, f"probe.{key}", args.config)
+            if probe[key].iloc[0] != wanted:
+                raise DataError(f"the probe files are of {key} {probe[key].iloc[0]!r}, the config's probe.{key} is "
+                                f"{wanted!r}; pass the probe files of the config (or a --caption of your own)")
+        caption = probe_caption(config, variance, args.config)
+    summary = probe_summary(probe, variance)
     header, rows = probe_rows(summary)
-    write_all(args.out_prefix, summary, header, rows, args.caption, probe_notes(summary))
+    write_all(args.out_prefix, summary, header, rows, caption, probe_notes(summary))
     log.info("probe table of %d methods x %d levels -> %s.{csv,md,tex}", len(rows), len(header) - 1, args.out_prefix)
     return 0
 
@@ -364,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis.tables", description="Write the paper's Tables 1-3.")
     sub = parser.add_subparsers(dest="table", required=True)
     p = sub.add_parser("results", help="Table 1/2 from a statistics TSV of analysis.stats")
+    p.add_argument("--config", required=True, help="resolved config (results/config.json): the method table")
     p.add_argument("--stats", required=True, help="results/stats/<d>.tsv")
     p.add_argument("--out-prefix", required=True, help="writes <prefix>.{csv,md,tex} and <prefix>_extended.*")
     p.add_argument("--caption", required=True)
@@ -371,12 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", default=None, help="comma-separated settings (default: all, by labeled count)")
     p.set_defaults(run=cli_results)
     p = sub.add_parser("probe", help="Table 3 from probe TSVs of `massl probe`")
+    p.add_argument("--config", required=True,
+                   help="resolved config (results/config.json): the method table, the probe section, repetitions")
     p.add_argument("--probe-files", nargs="+", required=True, help=".../<dataset>/<setting>/<method>/rep<r>.tsv")
     p.add_argument("--out-prefix", required=True, help="writes <prefix>.{csv,md,tex}")
-    p.add_argument("--caption", required=True)
-    p.add_argument("--variance", choices=list(VARIANCES), default="within",
-                   help="within: over the draws of each repetition, averaged over repetitions (default, the "
-                        "paper's reading); pooled: over all draws of all repetitions")
+    p.add_argument("--caption", default=None, help="default: built from the config's probe section")
+    p.add_argument("--variance", choices=list(VARIANCES), default=None,
+                   help="the bracket, overriding the config's probe.variance: "
+                        + "; ".join(f"{kind}: {text['caption']}" for kind, text in VARIANCES.items()))
     p.set_defaults(run=cli_probe)
     return parser
 

@@ -156,3 +156,14 @@ def shell_prefix(env=os.environ) -> str:
     if resolve(requested(env)) != "tcmalloc":
         return ""
     return f'LD_PRELOAD="{tcmalloc_path()}${{LD_PRELOAD:+:$LD_PRELOAD}}" '
+
+
+def cli_allocator(args) -> int:
+    """`massl allocator --shell-prefix`: the shell prefix alone (possibly empty, no trailing
+    space); without the flag, the allocator MASSL_ALLOCATOR resolves to here."""
+    if args.shell_prefix:
+        prefix = shell_prefix().strip()
+        sys.stdout.write(prefix + "\n" if prefix else "")
+    else:
+        sys.stdout.write(resolve(requested()) + "\n")
+    return 0

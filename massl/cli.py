@@ -10,10 +10,8 @@ import sys
 import textwrap
 import traceback
 
+from massl.config import FORMATS, SYNTHETIC_FORMATS
 from massl.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_CODES, EXIT_FILE_SYSTEM, MasslError
-
-DATASETS = ("brats18", "wmh17")
-FORMATS = ("brats18", "wmh17", "nnunet")
 
 
 def _handler(target: str):
@@ -37,8 +35,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    p = sub.add_parser("config", help="resolve and check a workflow config: every library default filled, "
+                                      "every grid check run",
+                       description="Resolve a workflow config (after schema validation) as every massl command "
+                                   "reads it: full training/model sections per dataset, preprocess options, split "
+                                   "sizes, probe options and the probed setting, the method table; every "
+                                   "feasibility check of the grid runs first.")
+    p.add_argument("--in", dest="input", required=True, metavar="FILE", help="the config, JSON or YAML; - = stdin")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="write the resolved config here (atomically, only when its content changes) instead of "
+                        "printing it")
+    p.set_defaults(handler=_handler("massl.config:cli_config"))
+
+    p = sub.add_parser("describe", help="the method table (Tables 1-2 rows, the shared autoencoder)")
+    p.add_argument("--json", action="store_true", help="as JSON: massl.methods.describe()")
+    p.set_defaults(handler=_handler("massl.methods:cli_describe"))
+
+    p = sub.add_parser("allocator", help="the memory allocator massl runs with (MASSL_ALLOCATOR)")
+    p.add_argument("--shell-prefix", action="store_true",
+                   help="print what to put before a shell command so it runs with that allocator (may be empty)")
+    p.set_defaults(handler=_handler("massl.allocator:cli_allocator"))
+
     p = sub.add_parser("synth", help="write the built-in synthetic benchmark as NIfTI in the real layout")
-    p.add_argument("--dataset", choices=DATASETS, required=True, help="brats18 = tumor task, wmh17 = WMH task")
+    p.add_argument("--dataset", choices=SYNTHETIC_FORMATS, required=True, help="brats18 = tumor task, wmh17 = WMH task")
     p.add_argument("--out", required=True, help="output folder (the dataset root a real download would be)")
     p.add_argument("--n-cases", type=int, default=None, help="number of cases (default: 210 tumor, 60 WMH)")
     p.add_argument("--seed", type=int, default=0)
@@ -85,25 +104,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="method id, e.g. massl_alter, or a comma-separated list (see docs/architecture.md)")
     p.add_argument("--rep", type=int, required=True)
     p.add_argument("--out", required=True, help="run folder ({method} is replaced by each method id)")
+    p.add_argument("--split", required=True, help="split JSON from `massl split`")
+    p.add_argument("--cases", required=True, help="cases.tsv from `massl preprocess` (the arrays beside it)")
     p.add_argument("--autoencoder", default=None, help="autoencoder run folder (pretraining methods)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.set_defaults(handler=_handler("massl.training.run:cli_train"))
 
-    p = sub.add_parser("evaluate", help="re-score a finished run on its test cases")
-    p.add_argument("--run", required=True, help="run folder with model.pt")
-    p.add_argument("--config", required=True)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.set_defaults(handler=_handler("massl.training.run:cli_evaluate"))
-
     p = sub.add_parser("probe", help="linear-regression probe of the encoder levels (Table 3)")
     p.add_argument("--config", required=True)
-    p.add_argument("--run", required=True, help="run folder with model.pt")
+    p.add_argument("--run", required=True, help="run folder with model.pt (and summary.json)")
+    p.add_argument("--split", required=True, help="the run's split JSON (its test scans are probed)")
+    p.add_argument("--cases", required=True, help="cases.tsv of the run's preprocessed dataset")
     p.add_argument("--out", required=True, help="TSV: level draw r2 n_voxels n_features score reason")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto")
-    p.set_defaults(handler=_handler("massl.probe:cli_probe"))
+    p.set_defaults(handler=_handler("massl.evaluation.probe:cli_probe"))
 
     p = sub.add_parser("predict", help="segment NIfTI scans with a trained model; masks in the original space")
     p.add_argument("--model", required=True, help="model.pt of a run")
@@ -113,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preprocessing to apply (default: the one the model was trained with)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto")
-    p.set_defaults(handler=_handler("massl.predict:cli_predict"))
+    p.set_defaults(handler=_handler("massl.evaluation.predict:cli_predict"))
 
     p = sub.add_parser("bench", help="measure training/inference speed against this machine's ceiling")
     p.add_argument("--quick", action="store_true", help="fewer repeats, demo scale only where slow")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-STRATEGIES = ("supervised", "pretrain_decoder", "pretrain_finetune", "joint", "alternating", "autoencoder")
-RECONSTRUCTIONS = ("none", "plain", "attention")
+# Names of the grid's settings: <labeled>L<unlabeled>U (e.g. 50L70U).
+SETTING_PATTERN = r"^(\d+)L(\d+)U$"
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,17 @@ class Method:
     def rec_channels(self) -> int:
         """Output channels of the reconstruction decoder (0 = no reconstruction decoder)."""
         return {"none": 0, "plain": 1, "attention": 2}[self.reconstruction]
+
+    @property
+    def trains_reconstruction(self) -> bool:
+        """Whether this method's own training updates a reconstruction decoder; the pretraining
+        rows' decoder belongs to their autoencoder run (and would stay untrained here)."""
+        return self.strategy in ("autoencoder", "joint", "alternating")
+
+    def as_row(self) -> dict:
+        return {"id": self.id, "label": self.label, "strategy": self.strategy,
+                "reconstruction": self.reconstruction, "lam": self.lam,
+                "needs_autoencoder": self.needs_autoencoder}
 
 
 METHODS: dict[str, Method] = {
@@ -54,3 +65,30 @@ def get_method(method_id: str) -> Method:
         raise ValueError(
             f"unknown method {method_id!r}; allowed: {', '.join([*METHODS, AUTOENCODER.id])}"
         ) from None
+
+
+def describe() -> dict:
+    """The library's facts that the workflow and `analysis/` read (through `massl describe
+    --json` and the `library` key of the resolved config), so that they keep no copy: the
+    method table in the paper's row order, the shared autoencoder, the setting-name pattern."""
+    return {"method_table": [m.as_row() for m in METHODS.values()], "autoencoder": AUTOENCODER.as_row(),
+            "setting_pattern": SETTING_PATTERN}
+
+
+def describe_text() -> str:
+    """The method table as aligned text: the nine rows in order, then the shared autoencoder."""
+    rows = [m.as_row() for m in (*METHODS.values(), AUTOENCODER)]
+    columns = ("id", "label", "strategy", "reconstruction", "lam", "needs_autoencoder")
+    cells = [[("" if row[c] is None else str(row[c])) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+    return "\n".join(lines) + f"\nsetting names: {SETTING_PATTERN}\n"
+
+
+def cli_describe(args) -> int:
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(describe(), indent=2) + "\n" if args.json else describe_text())
+    return 0

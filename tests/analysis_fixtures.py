@@ -2,19 +2,66 @@
 
 Every number here is chosen by hand, so each test knows its answer. The layouts follow
 docs/architecture.md: run folders (`per_case.tsv`, `summary.json`, `train_log.tsv`,
-`examples.npz`), probe TSVs and the statistics table of `analysis.stats`.
+`examples.npz`), probe TSVs and the statistics table of `analysis.stats`. The method table is
+the library's own (`massl.methods.describe()`), as `massl config` writes it into the resolved
+config that every analysis CLI reads (`--config`); `resolved_config` / `write_config` build one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from massl.methods import describe
 
-from analysis.methods import METHOD_LABELS
+from analysis import methods
 from analysis.stats import STATS_COLUMNS
+
+LIBRARY = describe()
+METHOD_LABELS = {row["id"]: row["label"] for row in LIBRARY["method_table"]}  # paper row order
+# The probe section as `massl config` resolves it (every key present; `setting` = the one probed).
+PROBE = {"dataset": "brats18", "setting": "50L70U", "methods": ["cnn", "mssl_alter", "massl_alter"], "n_images": 5,
+         "n_draws": 5, "max_voxels": 200_000, "seed": 0, "score": "held_out", "min_samples_per_feature": 10,
+         "variance": "within"}
+STATS = {"alpha": 0.05, "reference": "cnn", "best": "massl_alter", "claim_interval": "corrected"}
+# compute_stats' marks as the resolved config's `stats` section gives them
+MARKS = {"reference": STATS["reference"], "best": STATS["best"]}
+# analysis.replication.read_options of the resolved config above
+OPTIONS = {"alpha": STATS["alpha"], "claim_interval": STATS["claim_interval"], "variance": PROBE["variance"]}
+
+
+def resolved_config(**sections) -> dict:
+    """The keys of a resolved config.json that analysis/ reads; `sections` replace top-level keys
+    (a section given as None is left out)."""
+    config = {"scale": "smoke", "repetitions": 5, "methods": list(METHOD_LABELS), "stats": dict(STATS),
+              "replication": {"tolerance_dice": 0.02, "tolerance_se": 2}, "probe": dict(PROBE),
+              "library": copy.deepcopy(LIBRARY)}
+    config.update(sections)
+    return {k: v for k, v in config.items() if v is not None}
+
+
+def write_config(path: Path, **sections) -> Path:
+    """`resolved_config(**sections)` written as JSON to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(resolved_config(**sections), indent=2))
+    return path
+
+
+@contextlib.contextmanager
+def installed_method_table(config: dict | None = None):
+    """The method table of `config` (default: the library's) installed for the block, as an analysis
+    CLI's `--config` installs it; the previous table is restored afterwards."""
+    table = methods.MethodTable.from_config(config or resolved_config())
+    previous = methods.install(table)
+    try:
+        yield table
+    finally:
+        methods.install(previous)
 
 SETTINGS = {"brats18": ("20L100U", "50L70U", "120L120U"), "wmh17": ("10L20U", "20L10U", "30L30U")}
 

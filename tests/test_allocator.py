@@ -160,7 +160,7 @@ active = allocator.apply()
 from massl import bench
 from massl.config import ModelConfig, TrainConfig
 from massl.methods import get_method
-from massl.model import build_model
+from massl.model.network import build_model
 from massl.training.strategies import make_strategy
 torch.set_num_threads(1)
 scale = bench.Scale("alloc", 2, (64, 64), 2, channels=(8, 16))  # activations above glibc's mmap threshold

@@ -10,7 +10,7 @@ from layouts import make_brats, make_wmh2017, scan, write_nifti, write_wmh_case
 from test_predict import tiny_model  # noqa: F401 (a fixture: a saved 2D CNN trained on brats18 data)
 
 from massl.cli import main
-from massl.predict import find_scans
+from massl.evaluation.predict import find_scans
 
 CASE = "Brats18_CBICA_AAB_1"
 
@@ -24,7 +24,7 @@ def predict(model, source, out, *extra):
 
 def test_brats_case_folder_segments_its_flair_only(caplog, tmp_path, tiny_model):
     folder = make_brats(tmp_path, hgg=(CASE,), lgg=(), all_modalities=True) / "HGG" / CASE
-    caplog.set_level(logging.INFO, logger="massl.predict")
+    caplog.set_level(logging.INFO, logger="massl.evaluation.predict")
     assert predict(tiny_model, folder, tmp_path / "masks") == 0
     assert [p.name for p in (tmp_path / "masks").iterdir()] == [f"{CASE}_mask.nii.gz"]
     assert (f"{folder}: skipped 4 file(s) that are labels or other modalities, not the FLAIR: {CASE}_seg.nii.gz, "
@@ -34,7 +34,7 @@ def test_brats_case_folder_segments_its_flair_only(caplog, tmp_path, tiny_model)
 def test_wmh_case_folder_finds_pre_flair(caplog, tmp_path):
     folder = tmp_path / "Utrecht" / "0"
     write_wmh_case(folder, (24, 24, 6), seed=0, t1=True)
-    caplog.set_level(logging.INFO, logger="massl.predict")
+    caplog.set_level(logging.INFO, logger="massl.evaluation.predict")
     assert find_scans(folder, "wmh17") == [("Utrecht_0", folder / "pre" / "FLAIR.nii.gz")]
     assert (f"{folder}: skipped 2 file(s) that are labels or other modalities, not the FLAIR: T1.nii.gz, "
             "wmh.nii.gz") in caplog.messages
@@ -44,7 +44,7 @@ def test_folder_of_loose_files_skips_labels(caplog, tmp_path):
     image, label = scan((8, 8, 4), seed=0)
     for name, data in (("p1", image), ("p1_seg", label), ("p2_flair", image), ("wmh", label)):
         write_nifti(tmp_path / "scans" / f"{name}.nii.gz", data)
-    caplog.set_level(logging.INFO, logger="massl.predict")
+    caplog.set_level(logging.INFO, logger="massl.evaluation.predict")
     assert [name for name, _ in find_scans(tmp_path / "scans", "wmh17")] == ["p1", "p2_flair"]
     assert any("skipped 2 file(s)" in m and "p1_seg.nii.gz, wmh.nii.gz" in m for m in caplog.messages)
 

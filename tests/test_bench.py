@@ -17,7 +17,7 @@ from massl.methods import METHODS, get_method
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
 TINY = bench.Scale("tiny", 2, (8, 8), 2, channels=(4, 8))
-TINY_3D = bench.Scale("tiny3d", 3, (4, 8, 8), 1, channels=(4, 8))  # 3D: the project takes massl.cpu_conv
+TINY_3D = bench.Scale("tiny3d", 3, (4, 8, 8), 1, channels=(4, 8))  # 3D: the project takes massl.model.cpu_conv
 STEP_KEYS = {"strategy", "scale", "seconds_per_iteration", "gflops", "fraction_of_ceiling",
              "reference_seconds_per_iteration", "speedup_vs_reference"}
 
@@ -157,3 +157,16 @@ def test_rounds_combine_to_the_median_time_and_the_highest_peak():
 def test_step_plan_keeps_only_the_asked_scales():
     assert {s.name for s, *_ in bench.step_plan(False, CPU, ("demo",))} == {"demo"}
     assert len(bench.step_plan(True, CPU, ("paper",))) == len(bench.QUICK_CPU_PAPER_STRATEGIES)
+
+
+def test_paper_grid_is_the_library_protocol():
+    """The grid's settings and split sizes come from the paper protocol of `massl.data.splits`
+    (BraTS validation: the rest of its 210 scans), its runs from the method table."""
+    from massl.data.splits import DEFAULT_PROTOCOL
+    assert list(bench.PAPER_GRID) == list(DEFAULT_PROTOCOL)
+    for name, dataset in bench.PAPER_GRID.items():
+        assert dataset["settings"] == [tuple(s) for s in DEFAULT_PROTOCOL[name]["settings"].values()]
+        assert dataset["test"] == DEFAULT_PROTOCOL[name]["split"]["test"]
+    assert (bench.PAPER_GRID["brats18"]["validation"], bench.PAPER_GRID["wmh17"]["validation"]) == (40, 10)
+    assert bench.grid_runs() == (270, 30)  # 2 datasets x 3 settings x 5 repetitions x (9 methods, 1 autoencoder)
+    assert (bench.PAPER.patch, bench.PAPER.batch_size) == (tuple(TrainConfig().patch_size), TrainConfig().batch_size)

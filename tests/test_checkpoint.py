@@ -1,5 +1,5 @@
-"""Self-verifying checkpoint files, the last/previous resume chain, random-state capture and
-model.pt round trips."""
+"""Self-verifying checkpoint files and model.pt round trips (massl.model.files), the last/previous
+resume chain and random-state capture (massl.training.checkpoint)."""
 
 import logging
 import random
@@ -9,17 +9,9 @@ import pytest
 import torch
 
 from massl.errors import DataError
-from massl.model import MASSLNet
-from massl.training.checkpoint import (
-    load_checkpoint,
-    load_model,
-    load_resume_state,
-    restore_rng_state,
-    rng_state,
-    save_checkpoint,
-    save_model,
-    save_resume_state,
-)
+from massl.model.files import load_checkpoint, load_model, save_checkpoint, save_model
+from massl.model.network import MASSLNet
+from massl.training.checkpoint import load_resume_state, restore_rng_state, rng_state, save_resume_state
 
 torch.set_num_threads(1)
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
+from analysis_fixtures import write_config
 
 from analysis import compare
 from analysis.stats import STATS_COLUMNS
+
+pytestmark = pytest.mark.usefixtures("method_table")
 
 
 def write_results(root, means, sds, n, verdicts):
@@ -38,8 +42,9 @@ def test_cells_move_at_the_standard_error_and_verdicts_flip_only_between_holds_a
     assert claims.set_index("claim_id")["flipped"].to_dict() == {"best": False, "attention": True, "probe": False}
 
     out = tmp_path / "compare.md"
-    assert compare.run_cli(compare.build_parser(), ["--reference", str(ref), "--rerun", str(rerun),
-                                                    "--out", str(out)]) == 0
+    config = write_config(tmp_path / "config.json")
+    assert compare.run_cli(compare.build_parser(), ["--config", str(config), "--reference", str(ref),
+                                                    "--rerun", str(rerun), "--out", str(out)]) == 0
     text = out.read_text()
     assert "**Cells:** 1 of 2 moved" in text and "**Claims:** 1 of 3 flipped" in text and "2 changed at all" in text
     assert text == capsys.readouterr().out
@@ -48,6 +53,8 @@ def test_cells_move_at_the_standard_error_and_verdicts_flip_only_between_holds_a
 def test_a_folder_without_statistics_is_refused_by_name(tmp_path, capsys):
     ref = write_results(tmp_path / "a", [0.8, 0.8, 0.8], [0.1, 0.1, 0.1], [2, 2, 2], ["holds"] * 3)
     (tmp_path / "empty").mkdir()
-    code = compare.run_cli(compare.build_parser(), ["--reference", str(ref), "--rerun", str(tmp_path / "empty")])
+    config = write_config(tmp_path / "config.json")
+    code = compare.run_cli(compare.build_parser(), ["--config", str(config), "--reference", str(ref),
+                                                    "--rerun", str(tmp_path / "empty")])
     assert code == 2
     assert f"{tmp_path / 'empty' / 'stats'}: no statistics TSVs" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""massl.cpu_conv: the oneDNN 3x3x3 convolution equals PyTorch's, forward and backward."""
+"""massl.model.cpu_conv: the oneDNN 3x3x3 convolution equals PyTorch's, forward and backward."""
 
 import pytest
 import torch
@@ -6,9 +6,9 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from massl.config import ModelConfig
-from massl.cpu_conv import Conv3d, applies, conv3d, set_cpu_conv3d
+from massl.model.cpu_conv import Conv3d, applies, conv3d, set_cpu_conv3d
 from massl.methods import METHODS
-from massl.model import build_model
+from massl.model.network import build_model
 
 
 def _grads(fn, *tensors):
@@ -73,9 +73,14 @@ def test_model_step_and_flop_count_equal_with_and_without_onednn():
 
 
 def test_set_cpu_conv3d_switches_every_3d_convolution():
-    model = set_cpu_conv3d(build_model(ModelConfig(channels=[4, 8]), METHODS["cnn"]), "torch")
-    convs = [m for m in model.modules() if isinstance(m, Conv3d)]
-    assert convs and not any(m.onednn for m in convs)
-    assert all(m.onednn for m in set_cpu_conv3d(model, "onednn").modules() if isinstance(m, Conv3d))
+    model = build_model(ModelConfig(channels=[4, 8]), METHODS["cnn"])
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert layers and all(type(m) is torch.nn.Conv3d for m in layers)  # the network is plain torch.nn
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert set_cpu_conv3d(model, "onednn") is model
+    assert all(type(m) is Conv3d for m in layers)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # same parameters
+    set_cpu_conv3d(model, "torch")
+    assert all(type(m) is torch.nn.Conv3d for m in layers)
     with pytest.raises(ValueError, match="cpu_conv3d"):
         set_cpu_conv3d(model, "mkl")

@@ -14,18 +14,19 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tiny_data import tiny_config, write_dataset
+from tiny_data import run_args, tiny_config, write_dataset
 
 from massl.cli import main
 from massl.errors import DataError
 from massl.io import atomic_write_json
-from massl.training.checkpoint import load_checkpoint, load_model, save_checkpoint
+from massl.model.files import load_checkpoint, load_model, save_checkpoint
 from massl.training.loop import Trainer
-from massl.training.run import write_example
+from massl.evaluation.scoring import write_example
 
 torch.set_num_threads(1)
 ITERATIONS = 80  # long enough (a few seconds) for the kill to land mid-run
@@ -33,7 +34,8 @@ RUN_ARGS = ("--dataset", "brats18", "--setting", "2L2U", "--rep", "1", "--thread
 
 
 def train_args(config, out, method="massl_alter"):
-    return ["train", "--config", str(config), *RUN_ARGS, "--method", method, "--out", str(out)]
+    results = Path(json.loads(Path(config).read_text())["results_dir"])  # the tiny dataset the config is for
+    return ["train", "--config", str(config), *RUN_ARGS, *run_args(results), "--method", method, "--out", str(out)]
 
 
 def write_config(path, results, **training):
@@ -153,12 +155,13 @@ def test_corrupt_model_file_is_refused_with_its_name(results, reference_run, tmp
     run = tmp_path / "run"
     shutil.copytree(reference_run, run)
     flip_byte(run / "model.pt")
-    scores = (run / "per_case.tsv").read_text()
-    assert main(["evaluate", "--run", str(run), "--config", str(results / "config.json"), "--device", "cpu"]) == 2
+    out = tmp_path / "probe.tsv"
+    assert main(["probe", "--config", str(results / "config.json"), "--run", str(run), "--out", str(out),
+                 *run_args(results), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert f"{run / 'model.pt'}:" in err and ("checksum mismatch" in err or "unreadable checkpoint" in err), err
     assert "Traceback" not in err
-    assert (run / "per_case.tsv").read_text() == scores  # nothing rewritten from a damaged model
+    assert not out.exists()  # nothing written from a damaged model
 
 
 # Full disk and read-only folders ----------------------------------------------------------------
@@ -299,5 +302,5 @@ def test_impossible_split_is_refused_naming_the_setting(results, tmp_path, capsy
     assert main(["split", "--cases", str(results / "preprocessed" / "brats18" / "cases.tsv"), "--dataset", "brats18",
                  "--rep", "3", "--out", str(out), "--config", str(tmp_path / "config.json")]) == 2
     err = capsys.readouterr().err
-    assert "6L2U" in err and "pool 4" in err, err
+    assert "6L2U" in err and "pool of 4" in err, err
     assert not out.exists()

@@ -188,7 +188,7 @@ def test_interrupted_workflow_restarts_redoing_only_unfinished_jobs(prepared, re
 
 def test_second_snakemake_on_the_same_folder_is_refused_and_the_first_finishes(tmp_path, fake_massl):
     work = tmp_path / "work"
-    env = {**fake_massl, "FAKE_MASSL_SECONDS": "6"}  # long enough for a second Snakemake to start
+    env = {**fake_massl, "FAKE_MASSL_SECONDS": "20"}  # long enough for a second Snakemake to start, under load too
     calls = Path(fake_massl["FAKE_MASSL_CALLS"])
     command = snakemake_command(work, SMOKE, "--cores", "1", *TARGETS)
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

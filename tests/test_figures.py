@@ -2,16 +2,19 @@
 
 import numpy as np
 import pytest
-from analysis_fixtures import cases_frame, probe_table, write_run
+from analysis_fixtures import LIBRARY, cases_frame, probe_table, resolved_config, write_config, write_run
 from matplotlib.colors import to_hex
 
 from analysis import figures
 from analysis.common import DataError, run_cli
-from analysis.methods import METHOD_COLOURS
+from analysis.methods import colour_of
+
+pytestmark = pytest.mark.usefixtures("method_table")
 
 
-def _figure(tmp_path, *args) -> int:
-    return run_cli(figures.build_parser(), [*map(str, args), "--out", str(tmp_path / "fig")])
+def _figure(tmp_path, *args, config=None) -> int:
+    config = config or write_config(tmp_path / "config.json")
+    return run_cli(figures.build_parser(), [*map(str, args), "--config", str(config), "--out", str(tmp_path / "fig")])
 
 
 def _assert_written(tmp_path):
@@ -40,7 +43,7 @@ def test_dice_figure_uses_one_colour_per_method(tmp_path):
     cases = cases_frame(cells, diverged={("20L100U", "mssl_l07", 2)})
     fig = figures.dice_figure(cases)
     colours = {to_hex(c.get_facecolor()[0]).upper() for ax in fig.axes for c in ax.collections}
-    assert colours == {METHOD_COLOURS[m].upper() for m in ("cnn", "mssl_l07", "massl_alter")}
+    assert colours == {colour_of(m).upper() for m in ("cnn", "mssl_l07", "massl_alter")}
     assert any(t.get_text().startswith("n.c.") for t in fig.axes[0].texts)
 
     path = tmp_path / "cases.tsv"
@@ -71,6 +74,26 @@ def test_reconstructions_figure_needs_two_channel_massl_runs(tmp_path, runs):
         figures.reconstructions_figure([broken])
 
 
+def test_reconstructions_take_the_attention_rows_of_the_method_table(tmp_path, runs, capsys):
+    # a table in which MSSL(alter) reconstructs with attention and MASSL(alter) does not
+    swap = {"mssl_alter": "attention", "massl_alter": "plain", "massl_l07": "plain", "massl_l09": "plain"}
+    rows = [{**row, "reconstruction": swap.get(row["id"], row["reconstruction"])} for row in LIBRARY["method_table"]]
+    config = write_config(tmp_path / "swapped.json", library={**LIBRARY, "method_table": rows})
+    mssl_runs = [r for r in runs if r.parts[-2] == "mssl_alter"]  # one-channel examples: refused as attention
+    assert _figure(tmp_path, "reconstructions", "--runs", *mssl_runs, config=config) == 2
+    assert "an attention reconstruction has 2 channels" in capsys.readouterr().err
+    massl_runs = [r for r in runs if r.parts[-2].startswith("massl")]
+    assert _figure(tmp_path, "reconstructions", "--runs", *massl_runs, config=config) == 2
+    assert "no converged run of an attention-reconstruction method (MSSL(alter))" in capsys.readouterr().err
+    assert resolved_config()["library"] == LIBRARY  # the swap was a copy
+
+
+def test_every_figure_needs_the_config(tmp_path, runs, capsys):
+    with pytest.raises(SystemExit):
+        run_cli(figures.build_parser(), ["curves", "--runs", str(runs[0]), "--out", str(tmp_path / "fig")])
+    assert "--config" in capsys.readouterr().err
+
+
 def test_probe_figure(tmp_path):
     path = tmp_path / "table3.csv"
     probe_table().to_csv(path, index=False)
@@ -80,7 +103,7 @@ def test_probe_figure(tmp_path):
 
 def test_missing_example_file_is_reported(tmp_path, runs, capsys):
     (runs[0] / "examples.npz").unlink()
-    assert _figure(tmp_path, "examples", "--runs", runs[0]) == 2
+    assert _figure(tmp_path, "examples", "--runs", runs[0], "--methods", "cnn") == 2
     assert "examples.npz" in capsys.readouterr().err
 
 

@@ -22,15 +22,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from tiny_data import tiny_config, write_dataset
+from tiny_data import run_inputs, tiny_config, write_dataset
 from test_training import Interrupted, interrupt_at
 
 from massl.bench import BRATS_VOLUME
 from massl.config import ModelConfig, TrainConfig
-from massl.inference import autocast_dtype, sliding_window_predict
+from massl.device import autocast_dtype
+from massl.evaluation.inference import sliding_window_predict
 from massl.methods import AUTOENCODER, METHODS, get_method
-from massl.model import build_model
-from massl.training.checkpoint import load_checkpoint, load_model
+from massl.model.network import build_model
+from massl.model.files import load_checkpoint, load_model
 from massl.training.run import resolve_run, train_run
 
 torch.set_num_threads(1)
@@ -62,7 +63,8 @@ def config_3d(results, **training):
 
 
 def train(results, out, method, device, autoencoder=None, on_iteration=None, **training):
-    spec = resolve_run(config_3d(results, **training), "brats18", "2L2U", method, 1, out, autoencoder=autoencoder)
+    spec = resolve_run(config_3d(results, **training), "brats18", "2L2U", method, 1, out, **run_inputs(results),
+                       autoencoder=autoencoder)
     return train_run(spec, device=device, on_iteration=on_iteration)
 
 

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from massl.errors import ConfigError
-from massl.inference import autocast_dtype, pick_device, sliding_window_predict, window_starts
-from massl.model import MASSLNet
+from massl.device import autocast_dtype, pick_device
+from massl.evaluation.inference import sliding_window_predict, window_starts
+from massl.model.network import MASSLNet
 
 torch.set_num_threads(1)
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from massl.losses import (
+from massl.model.losses import (
     attention_reconstruction_loss,
     binary_cross_entropy,
     attention_targets,
@@ -11,7 +11,7 @@ from massl.losses import (
     segmentation_for_attention,
     soft_dice_loss,
 )
-from massl.model import MASSLNet
+from massl.model.network import MASSLNet
 
 torch.set_num_threads(1)
 

@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
-from massl.metrics import abs_volume_difference, case_metrics, dice, hd95
+from massl.evaluation.metrics import abs_volume_difference, case_metrics, dice, hd95
 
 
 def test_dice_hand_computed():

@@ -3,7 +3,7 @@ import torch
 
 from massl.config import ModelConfig
 from massl.methods import AUTOENCODER, METHODS
-from massl.model import MASSLNet, build_model, count_parameters
+from massl.model.network import MASSLNet, build_model, count_parameters
 
 torch.set_num_threads(1)
 SMALL = (4, 8, 16)  # three levels: inputs divisible by 4
@@ -57,10 +57,15 @@ def test_count_parameters_skips_frozen():
         (METHODS["mssl_alter"], 1, True),
         (METHODS["massl_l07"], 2, True),
         (AUTOENCODER, 1, False),
+        (METHODS["pretrain_dec"], 0, True),  # the reconstruction decoder belongs to the autoencoder run
+        (METHODS["pretrain_cnn"], 0, True),
     ],
 )
 def test_build_model_follows_method(method, rec_channels, has_seg):
     model = build_model(ModelConfig(spatial_dims=2, channels=list(SMALL)), method)
+    assert model.kwargs == {"spatial_dims": 2, "in_channels": 1, "channels": list(SMALL), "downsample": "avgpool",
+                            "rec_channels": rec_channels, "segmentation": has_seg}  # model.pt's model_kwargs
+    assert MASSLNet(**model.kwargs).kwargs == model.kwargs
     seg, rec = model(torch.rand(1, 1, 8, 8))
     assert (seg is not None) == has_seg == (model.seg_decoder is not None)
     if rec_channels:

@@ -9,7 +9,7 @@ from layouts import affine_for, make_brats, scan, write_nifti
 from massl.cli import main
 from massl.data.preprocess import preprocess_volume
 from massl.errors import DataError
-from massl.predict import find_scans, model_settings, predict_scan, write_mask
+from massl.evaluation.predict import find_scans, model_settings, predict_scan, write_mask
 
 GE3T_AFFINE = affine_for(spacing=(1.2, 0.98, 3.0), origin=(-80.0, -120.0, -60.0))
 
@@ -92,10 +92,10 @@ def test_model_settings_prefer_the_recorded_training_section():
 def tiny_model(tmp_path):
     """A saved 2-level 2D CNN, as `massl train` would leave it."""
     torch = pytest.importorskip("torch")
-    checkpoint = pytest.importorskip("massl.training.checkpoint")
+    checkpoint = pytest.importorskip("massl.model.files")
     from massl.config import ModelConfig
     from massl.methods import METHODS
-    from massl.model import build_model
+    from massl.model.network import build_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(spatial_dims=2, channels=[4, 8]), METHODS["cnn"])

@@ -14,9 +14,9 @@ from massl.data.preprocess import (
     preprocess_dataset,
     preprocess_label,
     preprocess_volume,
-    resolve_options,
     to_original_space,
 )
+from massl.config import preprocess_options
 from massl.data.store import CASES_COLUMNS, CaseStore
 from massl.errors import ConfigError, DataError
 
@@ -127,7 +127,7 @@ def test_crop_centred_on_an_off_centre_head():
 ])
 def test_bad_options_name_the_key(options, message):
     with pytest.raises(ConfigError, match=message) as err:
-        resolve_options("wmh17", options, "datasets.wmh17.preprocess")
+        preprocess_options("wmh17", options, "datasets.wmh17.preprocess")
     assert "datasets.wmh17.preprocess" in str(err.value)
 
 
@@ -224,27 +224,31 @@ def test_a_new_problem_leaves_earlier_outputs_untouched(tmp_path):
     assert snapshot(out) == before
 
 
-def write_config(path, split, preprocess):
-    path.write_text(json.dumps({"datasets": {"tumor": {"format": "brats18", "preprocess": preprocess,
-                                                       "split": split, "settings": {"1L1U": [1, 1]}}}}))
+def write_config(path, root, split, preprocess):
+    """A workflow config of one real-data dataset `tumor` (resolve_config accepts it)."""
+    probe = {"dataset": "tumor", "n_images": 1, "score": "in_sample"}
+    path.write_text(json.dumps({"datasets": {"tumor": {"format": "brats18", "root": str(root), "preprocess": preprocess,
+                                                       "split": split, "settings": {"1L1U": [1, 1]}}},
+                                "probe": probe}))
     return path
 
 
 def test_cli_takes_options_and_split_size_from_the_config(capsys, tmp_path):
     root = make_brats(tmp_path / "raw", lgg=())
     out = tmp_path / "pre"
-    config = write_config(tmp_path / "config.json", {"pool": 2, "validation": None, "test": 2}, {"crop_xy": [16, 16]})
+    config = write_config(tmp_path / "config.json", root, {"pool": 2, "validation": None, "test": 2},
+                          {"crop_xy": [16, 16]})
     argv = ["preprocess", "brats18", str(root), "--out", str(out), "--config", str(config), "--dataset", "tumor"]
     assert main(argv) == 2
     assert f"found 3 cases in {root}, the split needs 4 (pool 2 + test 2)" in capsys.readouterr().err
     assert not out.exists()
 
-    write_config(config, {"pool": 2, "test": 1}, {"crop_xy": [16, 16]})
+    write_config(config, root, {"pool": 2, "test": 1}, {"crop_xy": [16, 16]})
     assert main(argv) == 0
     assert CaseStore(out).image("Brats18_2013_10_1").shape == (8, 16, 16)
 
-    write_config(config, {"pool": 2, "test": 1}, {"crop_size": [16, 16]})
-    assert main(argv) == 2
-    assert "unknown key(s) in datasets.tumor.preprocess: crop_size" in capsys.readouterr().err
     assert main(argv[:-2]) == 2  # no dataset 'brats18' in this config
     assert "no dataset 'brats18'" in capsys.readouterr().err
+    write_config(config, root, {"pool": 2, "test": 1}, {"crop_size": [16, 16]})
+    assert main(argv) == 2
+    assert "unknown key(s) in datasets.tumor.preprocess: crop_size" in capsys.readouterr().err

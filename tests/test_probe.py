@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from massl import probe
+from massl import config as massl_config
 from massl.data.store import CaseStore
 from massl.errors import ConfigError, DataError
-from massl.model import MASSLNet
-from massl.probe import cli_probe, draw_cases, encoder_features, pooled_target, probe_level, probe_options, run_probe
+from massl.model.network import MASSLNet
+from massl.config import probe_options
+from massl.evaluation.probe import cli_probe, draw_cases, encoder_features, pooled_target, probe_level, run_probe
 
 torch.set_num_threads(1)
 CHANNELS = (4, 8, 16)
@@ -240,12 +241,21 @@ def test_schema_probe_section_matches_the_library():
 
     schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
     properties = schema["properties"]["probe"]["properties"]
-    assert set(properties) == set(probe.RUN_SELECTION_KEYS) | set(probe.PROBE_DEFAULTS)
-    for key, default in probe.PROBE_DEFAULTS.items():
+    defaults = massl_config.schema_facts()["defaults"]["probe"]
+    assert set(properties) == set(defaults)
+    for key, default in defaults.items():
         assert properties[key].get("default", default) == default, key
+    for key in massl_config.PROBE_DEFAULTS:
         assert properties[key].get("description"), key
-    for key, choices in probe.PROBE_CHOICES.items():
+    for key, choices in massl_config.CHOICES["probe"].items():
         assert tuple(properties[key]["enum"]) == choices
+
+
+def probe_config(**probe):
+    """A workflow config whose probe options are `probe` (resolve_config accepts it)."""
+    return {"datasets": {"brats18": {"format": "brats18", "synthetic": {"n_cases": 8, "shape": [3, 12, 12]},
+                                     "split": {"pool": 2, "test": 4}, "settings": {"1L1U": [1, 1]}}},
+            "model": {"spatial_dims": 2}, "training": {"patch_size": [16, 16]}, "probe": probe}
 
 
 @pytest.fixture
@@ -261,15 +271,17 @@ def results_tree(tmp_path, monkeypatch):
     (run / "model.pt").write_bytes(b"weights")
     (run / "summary.json").write_text(json.dumps({"status": "converged"}))
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"probe": {"n_images": 2, "n_draws": 3, "max_voxels": 400}}))
+    config.write_text(json.dumps(probe_config(n_images=2, n_draws=3, max_voxels=400)))
 
     def load_model(path, device):
         assert path == run / "model.pt"
         return tiny_model(2), {"dataset": "brats18", "setting": "50L70U", "method": "massl_alter", "rep": 1}
 
-    monkeypatch.setitem(sys.modules, "massl.training.checkpoint", types.SimpleNamespace(load_model=load_model))
+    monkeypatch.setitem(sys.modules, "massl.model.files", types.SimpleNamespace(load_model=load_model))
     out = tmp_path / "probe.tsv"
-    args = argparse.Namespace(config=str(config), run=str(run), out=str(out), threads=None, device="cpu")
+    args = argparse.Namespace(config=str(config), run=str(run), out=str(out), threads=None, device="cpu",
+                              split=str(results / "splits" / "brats18" / "rep1.json"),
+                              cases=str(results / "preprocessed" / "brats18" / "cases.tsv"))
     return args, run
 
 
@@ -298,7 +310,7 @@ def test_cli_probe_diverged_run_gives_nan_rows(results_tree, monkeypatch, where)
         (run / "summary.json").write_text(json.dumps({"status": "diverged"}))
     else:
         meta = {"dataset": "brats18", "rep": 1, "status": "diverged"}
-        monkeypatch.setitem(sys.modules, "massl.training.checkpoint",
+        monkeypatch.setitem(sys.modules, "massl.model.files",
                             types.SimpleNamespace(load_model=lambda path, device: (tiny_model(2), meta)))
     assert cli_probe(args) == 0
     rows = read_tsv(args.out)
@@ -306,9 +318,13 @@ def test_cli_probe_diverged_run_gives_nan_rows(results_tree, monkeypatch, where)
     assert [r["n_features"] for r in rows[:3]] == [str(c) for c in CHANNELS]
 
 
-def test_cli_probe_missing_split_is_named(results_tree, tmp_path):
+def test_cli_probe_missing_or_foreign_split_is_named(results_tree, tmp_path):
     args, _ = results_tree
-    (tmp_path / "results" / "splits" / "brats18" / "rep1.json").unlink()
+    split = tmp_path / "results" / "splits" / "brats18" / "rep1.json"
+    split.write_text(json.dumps({"dataset": "brats18", "rep": 2, "test": ["c0", "c1"]}))
+    with pytest.raises(DataError, match="rep1.json: a split of rep 2, but the run was trained on 1"):
+        cli_probe(args)
+    split.unlink()
     with pytest.raises(DataError, match="rep1.json"):
         cli_probe(args)
 
@@ -318,5 +334,6 @@ def test_massl_probe_command(results_tree):
     from massl.cli import main
 
     args, _ = results_tree
-    assert main(["probe", "--config", args.config, "--run", args.run, "--out", args.out, "--device", "cpu"]) == 0
+    assert main(["probe", "--config", args.config, "--run", args.run, "--out", args.out, "--device", "cpu",
+                 "--split", args.split, "--cases", args.cases]) == 0
     assert len(read_tsv(args.out)) == 9

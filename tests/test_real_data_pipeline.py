@@ -33,6 +33,8 @@ def _config(tmp_path, key, fmt, root, crop):
         "model": {"spatial_dims": 2, "channels": [4, 8, 16]},
         "training": {"patch_size": [16, 16], "batch_size": 1, "max_iterations": 2, "validate_every_epochs": 1,
                      "checkpoint_every_iterations": 1, "augment": False},
+        "methods": ["cnn"],
+        "probe": {"dataset": key, "setting": "1L1U", "methods": ["cnn"], "n_images": 1, "score": "in_sample"},
     }
 
 
@@ -55,7 +57,9 @@ def test_layout_preprocess_train_predict(tmp_path, key):
                  "--rep", "1", "--out", str(results / "splits" / key / "rep1.json"), "--config", str(config_path)]) == 0
     run = results / "runs" / key / "1L1U" / "cnn" / "rep1"
     assert main(["train", "--config", str(config_path), "--dataset", key, "--setting", "1L1U", "--method", "cnn",
-                 "--rep", "1", "--out", str(run), "--threads", "1", "--device", "cpu"]) == 0
+                 "--rep", "1", "--split", str(results / "splits" / key / "rep1.json"),
+                 "--cases", str(results / "preprocessed" / key / "cases.tsv"), "--out", str(run),
+                 "--threads", "1", "--device", "cpu"]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["iterations"] == 2 and summary["status"] == "converged"
     assert summary["data_source"] == "real"

@@ -1,16 +1,30 @@
 """The replication report on hand-made result tables whose answers are known."""
 
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from analysis_fixtures import IDEAL_MEANS, cases_like, ideal_stats, probe_rows, stats_frame, write_probe
+from analysis_fixtures import (
+    IDEAL_MEANS,
+    LIBRARY,
+    OPTIONS,
+    STATS,
+    cases_like,
+    ideal_stats,
+    installed_method_table,
+    probe_rows,
+    resolved_config,
+    stats_frame,
+    write_config,
+    write_probe,
+)
 
 from analysis import replication
 from analysis.claims import FAILS, HOLDS, UNDETERMINED
 from analysis.common import ConfigError, DataError, run_cli
+
+pytestmark = pytest.mark.usefixtures("method_table")
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = ROOT / "config" / "paper_values.tsv"
@@ -19,7 +33,8 @@ TOLERANCE = {"tolerance_dice": 0.02, "tolerance_se": 2.0}
 
 @pytest.fixture(scope="module")
 def paper():
-    return replication.read_paper_values(PAPER)
+    with installed_method_table():  # module-scoped: before the tests' own method_table
+        return replication.read_paper_values(PAPER)
 
 
 def verdicts(result, side="ours"):
@@ -27,7 +42,7 @@ def verdicts(result, side="ours"):
     return {c.claim_id: c for c in claims}
 
 
-def run(stats, paper, probe=None, tolerance=TOLERANCE, cases=None, options=None):
+def run(stats, paper, probe=None, tolerance=TOLERANCE, cases=None, options=OPTIONS):
     """The report's numbers; the case tables default to ones with each cell's mean and sd."""
     cases = [cases_like(s) for s in stats] if cases is None else cases
     return replication.replicate(stats, [f"stats{i}" for i in range(len(stats))], cases, paper, tolerance, probe,
@@ -171,14 +186,26 @@ def test_origin_must_be_one_source_and_scale(paper):
         run([ideal_stats("brats18"), ideal_stats("brats18")], paper)
 
 
-def test_tolerance_comes_from_the_config(tmp_path):
-    assert replication.read_tolerance(None) == TOLERANCE
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({"replication": {"tolerance_dice": 0.05}}))
-    assert replication.read_tolerance(config) == {"tolerance_dice": 0.05, "tolerance_se": 2.0}
-    config.write_text(json.dumps({"replication": {"tolerance": 0.05}}))
-    with pytest.raises(ConfigError, match="tolerance"):
-        replication.read_tolerance(config)
+def test_tolerance_and_options_come_from_the_resolved_config():
+    assert replication.read_tolerance(resolved_config()) == TOLERANCE
+    given = resolved_config(replication={"tolerance_dice": 0.05, "tolerance_se": 3})
+    assert replication.read_tolerance(given) == {"tolerance_dice": 0.05, "tolerance_se": 3}
+    with pytest.raises(ConfigError, match="unknown key.*tolerance"):
+        replication.read_tolerance(resolved_config(replication={**TOLERANCE, "tolerance": 0.05}))
+    with pytest.raises(DataError, match="config key 'replication.tolerance_se' is missing"):
+        replication.read_tolerance(resolved_config(replication={"tolerance_dice": 0.05}), "c.json")
+    assert replication.read_options(resolved_config()) == OPTIONS
+    with pytest.raises(DataError, match="config key 'stats.claim_interval' is missing"):
+        replication.read_options(resolved_config(stats={"alpha": 0.05}))
+    with pytest.raises(ConfigError, match="stats.claim_interval 'bootstrap' is not one of corrected, t"):
+        replication.read_options(resolved_config(stats={**STATS, "claim_interval": "bootstrap"}))
+
+
+def test_paper_labels_map_to_the_ids_of_the_method_table():
+    rows = [{**row, "label": "U-Net"} if row["id"] == "cnn" else row for row in LIBRARY["method_table"]]
+    with installed_method_table(resolved_config(library={**LIBRARY, "method_table": rows})):
+        with pytest.raises(DataError, match="unknown method label.*CNN"):
+            replication.read_paper_values(PAPER)
 
 
 def test_report_command_writes_all_outputs(tmp_path):
@@ -192,8 +219,7 @@ def test_report_command_writes_all_outputs(tmp_path):
     probe = [write_probe(tmp_path, "brats18", "50L70U", method, rep,
                          {lv: list(g["r2"]) for lv, g in here.groupby("level")}, score="held_out")
              for (method, rep), here in rows.groupby(["method", "rep"])]
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({"scale": "smoke", "replication": {"tolerance_dice": 0.02, "tolerance_se": 2}}))
+    config = write_config(tmp_path / "config.json")
     out = tmp_path / "replication"
     code = run_cli(replication.build_parser(), ["--stats", *map(str, stats), "--cases", *map(str, cases),
                                                 "--probe-files", *map(str, probe), "--paper", str(PAPER),

@@ -137,8 +137,9 @@ def write_cases(path, sites):
 def test_cli_split_writes_once_and_refuses_a_different_split(tmp_path):
     cases = tmp_path / "cases.tsv"
     write_cases(cases, WMH_SITES)
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({"datasets": {"wmh17": WMH}}))
+    config = tmp_path / "config.json"  # a workflow config of the real WMH data (its folder: tmp_path)
+    config.write_text(json.dumps({"datasets": {"wmh17": {"format": "wmh17", "root": str(tmp_path), **WMH}},
+                                  "probe": {"dataset": "wmh17"}}))
     out = tmp_path / "splits" / "rep1.json"
     args = argparse.Namespace(cases=str(cases), dataset="wmh17", rep=1, out=str(out), config=str(config))
     assert cli_split(args) == 0
@@ -163,7 +164,8 @@ def test_cli_split_defaults_to_the_paper_protocol_and_checks_the_config(tmp_path
     assert load_split(out) == brats_split(BRATS_IDS, 3)
 
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"datasets": {"brats18": {"split": {"pool": 120, "tset": 50},
+    config.write_text(json.dumps({"datasets": {"brats18": {"format": "brats18", "root": str(tmp_path),
+                                                            "split": {"pool": 120, "tset": 50},
                                                             "settings": BRATS["settings"]}}}))
     assert main(["split", "--cases", str(cases), "--dataset", "brats18", "--rep", "3", "--out",
                  str(tmp_path / "x.json"), "--config", str(config)]) == 2

@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from analysis_fixtures import cases_frame, write_run
+from analysis_fixtures import MARKS, STATS, cases_frame, write_config, write_run
 from scipy import stats as sps
 
 from analysis import aggregate, stats
 from analysis.common import DataError, atomic_path
+
+pytestmark = pytest.mark.usefixtures("method_table")
 
 ROOT = Path(__file__).resolve().parent.parent
 S = "50L70U"
@@ -66,7 +68,7 @@ def test_marks_follow_significance_and_direction():
     cells = _rep_cells({"cnn": base, "mssl_alter": base})  # mssl_alter ties with CNN
     cells[(S, "massl_alter")] = [list(np.array(c) + 0.1 + rng.normal(0, 0.01, 10)) for c in cells[(S, "cnn")]]
     cells[(S, "pretrain_dec")] = [list(np.array(c) - 0.1 + rng.normal(0, 0.01, 10)) for c in cells[(S, "cnn")]]
-    table = stats.compute_stats(cases_frame(cells), test_train_ratio=0.4).set_index("method")
+    table = stats.compute_stats(cases_frame(cells), test_train_ratio=0.4, **MARKS).set_index("method")
 
     assert table.loc["massl_alter", "mark_ref"] == "*" and table.loc["massl_alter", "mark_best"] == ""
     assert table.loc["mssl_alter", "mark_ref"] == "" and math.isnan(table.loc["mssl_alter", "p_ref"])
@@ -87,7 +89,7 @@ def test_paired_test_pairs_by_repetition_and_case_not_row_order():
              (S, "massl_alter"): [[0.6, 0.8, 0.9, 0.5], [0.6, 0.75, 0.6, 0.5]]}
     cases = cases_frame(cells)
     shuffled = cases.sample(frac=1, random_state=0).reset_index(drop=True)
-    p = stats.compute_stats(shuffled, 0.4).set_index("method").loc["massl_alter", "p_ref"]
+    p = stats.compute_stats(shuffled, 0.4, **MARKS).set_index("method").loc["massl_alter", "p_ref"]
     d = np.array([0.1, 0.2, 0.2, 0.1, 0.05, 0.1, 0.1, 0.05])
     t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
     assert p == pytest.approx(two_sided_t_p(t, 7), rel=1e-9)
@@ -97,7 +99,7 @@ def test_corrected_p_and_holm_in_the_table():
     d = np.array([0.02, 0.04, 0.03, 0.05, 0.01])
     cnn = np.array([0.60, 0.62, 0.61, 0.63, 0.64])
     cells = _rep_cells({"cnn": cnn, "massl_alter": cnn + d, "mssl_alter": cnn + d / 2, "massl_l09": cnn - d})
-    table = stats.compute_stats(cases_frame(cells), test_train_ratio=50 / 120).set_index("method")
+    table = stats.compute_stats(cases_frame(cells), test_train_ratio=50 / 120, **MARKS).set_index("method")
     t = 0.03 / math.sqrt((0.2 + 50 / 120) * 2.5e-4)  # as in the hand computation above
     assert table.loc["massl_alter", "p_ref_corrected"] == pytest.approx(two_sided_t_p(t, 4), rel=1e-6)
     column = table.loc[["mssl_alter", "massl_l09", "massl_alter"], "p_ref"].to_numpy()
@@ -106,14 +108,15 @@ def test_corrected_p_and_holm_in_the_table():
     # every per-scan difference equals its repetition's d: the pooled paired test is far more
     # confident than the corrected one, so the two mark tests disagree
     assert table.loc["massl_alter", "mark_ref"] == "*"
-    corrected = stats.compute_stats(cases_frame(cells), 50 / 120, mark_test="corrected").set_index("method")
+    corrected = stats.compute_stats(cases_frame(cells), 50 / 120, mark_test="corrected", **MARKS)
+    corrected = corrected.set_index("method")
     assert corrected.loc["massl_alter", "p_ref_corrected"] > 0.05
     assert corrected.loc["massl_alter", "mark_ref"] == ""
 
 
 def test_nan_dice_is_left_out_of_means():
     cells = {(S, "cnn"): [[0.5, 0.7, np.nan], [0.4, 0.6, 0.8]]}
-    row = stats.compute_stats(cases_frame(cells), 0.4).iloc[0]
+    row = stats.compute_stats(cases_frame(cells), 0.4, **MARKS).iloc[0]
     assert row["mean"] == pytest.approx(0.6)  # rep means 0.6 and 0.6
     assert row["sd"] == pytest.approx(0.0)
     assert row["n_cases"] == 5
@@ -123,7 +126,8 @@ def test_diverged_repetition_gets_no_mark():
     rng = np.random.default_rng(0)
     base = [list(0.6 + rng.normal(0, 0.02, 10)) for _ in range(3)]
     cells = {(S, "cnn"): base, (S, "massl_alter"): [list(np.array(b) + 0.2) for b in base]}
-    table = stats.compute_stats(cases_frame(cells, diverged={(S, "massl_alter", 2)}), 0.4).set_index("method")
+    table = stats.compute_stats(cases_frame(cells, diverged={(S, "massl_alter", 2)}), 0.4, **MARKS)
+    table = table.set_index("method")
     row = table.loc["massl_alter"]
     assert (row["n_reps"], row["n_converged"], row["n_diverged"], row["n_cases"]) == (3, 2, 1, 20)
     assert row["mean"] == pytest.approx((np.mean(base[0]) + np.mean(base[2])) / 2 + 0.2)
@@ -133,12 +137,12 @@ def test_diverged_repetition_gets_no_mark():
 def test_bad_options_are_rejected():
     cases = cases_frame({(S, "cnn"): [[0.5, 0.6]]})
     with pytest.raises(stats.ConfigError, match="reference"):
-        stats.compute_stats(cases, 0.4, reference="unet")
+        stats.compute_stats(cases, 0.4, reference="unet", best="massl_alter")
     with pytest.raises(stats.ConfigError, match="ratio"):
-        stats.compute_stats(cases, 0.0)
+        stats.compute_stats(cases, 0.0, **MARKS)
     mixed = pd.concat([cases, cases_frame({(S, "massl_alter"): [[0.5, 0.6]]}, data_source="real")])
     with pytest.raises(DataError, match="data_source"):
-        stats.compute_stats(mixed, 0.4)
+        stats.compute_stats(mixed, 0.4, **MARKS)
 
 
 def _runs(tmp_path, **kwargs):
@@ -187,23 +191,59 @@ def _cli(module, *args, cwd):
 
 def test_aggregate_and_stats_command_lines(tmp_path):
     runs = _runs(tmp_path)
-    cases_tsv, runs_tsv, stats_tsv = tmp_path / "m" / "b.tsv", tmp_path / "m" / "b_runs.tsv", tmp_path / "s.tsv"
-    done = _cli("analysis.aggregate", "--runs", *runs, "--out-cases", cases_tsv, "--out-runs", runs_tsv, cwd=tmp_path)
+    config = write_config(tmp_path / "config.json")
+    cases_tsv, stats_tsv = tmp_path / "m" / "b.tsv", tmp_path / "s.tsv"
+    done = _cli("analysis.aggregate", "--config", config, "--runs", *runs, "--out-cases", cases_tsv, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    done = _cli("analysis.stats", "--cases", cases_tsv, "--out", stats_tsv, "--test-train-ratio", 0.4, cwd=tmp_path)
+    assert sorted(p.name for p in cases_tsv.parent.iterdir()) == ["b.tsv"]  # no per-run table any more
+    done = _cli("analysis.stats", "--config", config, "--cases", cases_tsv, "--out", stats_tsv,
+                "--test-train-ratio", 0.4, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     table = pd.read_csv(stats_tsv, sep="\t")
     assert list(table.columns) == list(stats.STATS_COLUMNS) and len(table) == 4
+    assert set(table["reference"]) == {"cnn"} and set(table["alpha"]) == {0.05}  # the config's stats section
     assert not list(tmp_path.glob("**/.*.tmp"))  # atomic writes leave no temporary files
 
+    done = _cli("analysis.aggregate", "--runs", *runs, "--out-cases", cases_tsv, cwd=tmp_path)
+    assert done.returncode == 2 and "--config" in done.stderr
     (runs[0] / "summary.json").write_text("{not json")
-    done = _cli("analysis.aggregate", "--runs", *runs, "--out-cases", cases_tsv, "--out-runs", runs_tsv, cwd=tmp_path)
+    done = _cli("analysis.aggregate", "--config", config, "--runs", *runs, "--out-cases", cases_tsv, cwd=tmp_path)
     assert done.returncode == 2 and "summary.json" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_stats_marks_default_to_the_config_and_the_options_override_it(tmp_path):
+    rng = np.random.default_rng(1)
+    base = [list(0.6 + rng.normal(0, 0.02, 10)) for _ in range(3)]
+    cells = {(S, "cnn"): base, **{(S, m): [list(np.array(b) + shift + rng.normal(0, 0.01, 10)) for b in base]
+                                  for m, shift in (("mssl_alter", 0.1), ("massl_alter", 0.2))}}
+    cases_tsv = tmp_path / "cases.tsv"
+    cases_frame(cells).to_csv(cases_tsv, sep="\t", index=False)
+    config = write_config(tmp_path / "config.json", stats={**STATS, "reference": "mssl_alter", "alpha": 0.01})
+    args = ["--config", str(config), "--cases", str(cases_tsv), "--test-train-ratio", "0.4"]
+    assert stats.run_cli(stats.build_parser(), [*args, "--out", str(tmp_path / "a.tsv")]) == 0
+    table = pd.read_csv(tmp_path / "a.tsv", sep="\t").set_index("method")
+    assert set(table["reference"]) == {"mssl_alter"} and set(table["alpha"]) == {0.01}
+    assert table.loc["massl_alter", "mark_ref"] == "*" and pd.isna(table.loc["cnn", "mark_ref"])
+    assert stats.run_cli(stats.build_parser(), [*args, "--out", str(tmp_path / "b.tsv"), "--reference", "cnn",
+                                                "--alpha", "0.05"]) == 0
+    table = pd.read_csv(tmp_path / "b.tsv", sep="\t").set_index("method")
+    assert set(table["reference"]) == {"cnn"} and set(table["alpha"]) == {0.05}
+    assert table.loc["mssl_alter", "mark_ref"] == "*"
+
+
+def test_standard_error_from_sd_or_variance():
+    assert stats.standard_error(4, sd=0.02) == pytest.approx(0.01)
+    assert stats.standard_error(4, variance=0.0004) == pytest.approx(0.01)
+    sd, n = pd.Series([0.02, np.nan]), pd.Series([4, 1])
+    assert stats.standard_error(n, sd=sd).tolist()[0] == pytest.approx(0.01)
+    with pytest.raises(TypeError):
+        stats.standard_error(4)
 
 
 def test_analysis_never_imports_training_code():
     code = ("import analysis.aggregate, analysis.stats, analysis.tables, analysis.figures, analysis.replication, "
-            "analysis.report, sys; bad = [m for m in ('torch', 'massl') if m in sys.modules]; assert not bad, bad")
+            "analysis.report, analysis.compare, analysis.costs, sys; "
+            "bad = [m for m in ('torch', 'massl') if m in sys.modules]; assert not bad, bad")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
@@ -232,7 +272,7 @@ def test_case_table_from_before_the_stopping_rule_is_read(tmp_path):
     cases = cases_frame({(S, "cnn"): [[0.5, 0.7], [0.4, 0.6]]})
     path = tmp_path / "old.tsv"
     cases.to_csv(path, sep="\t", index=False)  # no dice_final, stop_reason, still_improving columns
-    row = stats.compute_stats(stats.read_cases(path), 0.4).iloc[0]
+    row = stats.compute_stats(stats.read_cases(path), 0.4, **MARKS).iloc[0]
     assert row["mean"] == pytest.approx(0.55) and math.isnan(row["mean_final"])
     assert (row["n_final"], row["n_stop_unknown"], row["n_still_improving"], row["still_improving_reps"]) == \
         (0, 2, 0, "")

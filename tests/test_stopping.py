@@ -12,13 +12,13 @@ import math
 
 import pytest
 import torch
-from tiny_data import tiny_config, write_dataset
+from tiny_data import run_inputs, tiny_config, write_dataset
 from test_training import Interrupted, interrupt_at
 
 from massl.config import train_config
 from massl.errors import ConfigError
 from massl.training import loop, strategies
-from massl.training.checkpoint import load_checkpoint, load_model
+from massl.model.files import load_checkpoint, load_model
 from massl.training.run import resolve_run, train_run
 from massl.training.stopping import StoppingRule
 
@@ -126,7 +126,8 @@ def scripted(monkeypatch):
 # validation every 2 iterations, a budget of 30
 def run(results, out, method="cnn", on_iteration=None, **training):
     config = tiny_config(results, validate_every_iterations=2, **training)
-    return train_run(resolve_run(config, "brats18", "2L2U", method, 1, out), device="cpu", on_iteration=on_iteration)
+    return train_run(resolve_run(config, "brats18", "2L2U", method, 1, out, **run_inputs(results)), device="cpu",
+                     on_iteration=on_iteration)
 
 
 def read_tsv(path):
@@ -224,7 +225,8 @@ def test_plateau_needs_validation_scans(results, tmp_path):
     (results / "splits" / "brats18" / "rep2.json").write_text(json.dumps({**split, "rep": 2, "validation": []}))
     config = tiny_config(results, stopping="plateau")
     with pytest.raises(ConfigError, match="rep2.json has none"):
-        train_run(resolve_run(config, "brats18", "2L2U", "cnn", 2, tmp_path / "x"), device="cpu")
+        train_run(resolve_run(config, "brats18", "2L2U", "cnn", 2, tmp_path / "x", **run_inputs(results, rep=2)),
+                  device="cpu")
 
 
 def run_files(out):

@@ -7,10 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from analysis_fixtures import (
+    LIBRARY,
+    MARKS,
+    METHOD_LABELS,
+    PROBE,
     SETTINGS,
     cases_frame,
     ideal_stats,
+    installed_method_table,
+    resolved_config,
     stats_frame,
+    write_config,
     write_probe,
     write_run,
 )
@@ -19,19 +26,68 @@ from analysis import aggregate, methods, tables
 from analysis.common import DataError, run_cli
 from analysis.stats import compute_stats
 
+pytestmark = pytest.mark.usefixtures("method_table")
+
 PAPER_ROWS = ["CNN", "Pretrain(Dec)", "Pretrain(CNN)", "MSSL(λ=0.7)", "MSSL(λ=0.9)", "MSSL(alter)",
               "MASSL(λ=0.7)", "MASSL(λ=0.9)", "MASSL(alter)"]
+# The colour of each method before the method table came from the config: kept, by row position.
+COLOURS = {"cnn": "#332288", "pretrain_dec": "#88CCEE", "pretrain_cnn": "#44AA99", "mssl_l07": "#117733",
+           "mssl_l09": "#999933", "mssl_alter": "#DDCC77", "massl_l07": "#CC6677", "massl_l09": "#882255",
+           "massl_alter": "#AA4499"}
 
 
-def _cli(*args) -> int:
-    return run_cli(tables.build_parser(), list(map(str, args)))
+@pytest.fixture
+def config(tmp_path):
+    return write_config(tmp_path / "config.json")
 
 
-def test_method_mapping_agrees_with_the_library():
-    massl_methods = pytest.importorskip("massl.methods")
-    assert methods.METHOD_LABELS == {m.id: m.label for m in massl_methods.METHODS.values()}
-    assert list(methods.METHOD_LABELS.values()) == PAPER_ROWS
-    assert len(set(methods.METHOD_COLOURS.values())) == 9
+def _cli(config, sub, *args) -> int:
+    return run_cli(tables.build_parser(), [sub, "--config", str(config), *map(str, args)])
+
+
+def test_method_table_comes_from_the_config_library_section(tmp_path):
+    table = methods.load_library(write_config(tmp_path / "config.json"))
+    assert table.labels == {row["id"]: row["label"] for row in LIBRARY["method_table"]}
+    assert list(table.labels.values()) == PAPER_ROWS
+    with installed_method_table():
+        assert methods.method_labels() == METHOD_LABELS and methods.method_ids() == list(COLOURS)
+        assert {m: methods.colour_of(m) for m in COLOURS} == COLOURS
+        assert methods.methods_with_reconstruction("attention") == ["massl_l07", "massl_l09", "massl_alter"]
+        assert methods.id_of("MASSL(alter)") == "massl_alter" and methods.method_rank("mssl_l07") == 3
+        with pytest.raises(DataError, match="unknown method id 'unet'"):
+            methods.label_of("unet")
+
+
+def test_a_tenth_method_reuses_the_first_colour_and_other_tables_are_followed():
+    rows = [{**row, "id": f"m{i}", "label": f"M{i}"} for i, row in enumerate(LIBRARY["method_table"] * 2)][:10]
+    library = {**LIBRARY, "method_table": rows[::-1], "setting_pattern": r"^L(\d+)_U(\d+)$"}
+    with installed_method_table(resolved_config(library=library)) as table:
+        assert methods.method_ids() == [f"m{i}" for i in range(9, -1, -1)]
+        assert table.colours["m9"] == table.colours["m0"] == COLOURS["cnn"]
+        assert methods.sort_settings(["L20_U5", "L3_U9"]) == ["L3_U9", "L20_U5"]
+        assert methods.setting_header("L3_U9") == "3 (9)"
+
+
+def test_lookups_without_a_method_table_name_the_missing_config(tmp_path, capsys):
+    previous = methods.install(None)
+    try:
+        for lookup in (lambda: methods.label_of("cnn"), lambda: methods.sort_settings(["50L70U"]),
+                       methods.method_ids):
+            with pytest.raises(DataError, match="no method table loaded: pass --config"):
+                lookup()
+    finally:
+        methods.install(previous)
+    bare = tmp_path / "old_config.json"
+    bare.write_text('{"scale": "smoke"}')
+    with pytest.raises(DataError, match="no 'library' section"):
+        methods.load_library(bare)
+    broken = write_config(tmp_path / "broken.json", library={**LIBRARY, "method_table": [{"id": "cnn"}]})
+    with pytest.raises(DataError, match="row 1 lacks label"):
+        methods.load_library(broken)
+    stats_tsv = tmp_path / "stats.tsv"
+    ideal_stats("wmh17").to_csv(stats_tsv, sep="\t", index=False)
+    assert _cli(bare, "results", "--stats", stats_tsv, "--out-prefix", tmp_path / "t", "--caption", "c") == 2
+    assert "no 'library' section" in capsys.readouterr().err
 
 
 def test_settings_sort_by_labeled_count_and_print_as_in_the_paper():
@@ -57,7 +113,7 @@ def test_diverged_repetition_prints_nc_and_extended_table_counts_converged():
     rng = np.random.default_rng(0)
     cells = {(s, m): [list(0.6 + rng.normal(0, 0.02, 6)) for _ in range(3)]
              for s in SETTINGS["brats18"] for m in ("cnn", "massl_l07", "massl_alter")}
-    stats = compute_stats(cases_frame(cells, diverged={("20L100U", "massl_l07", 3)}), 0.4)
+    stats = compute_stats(cases_frame(cells, diverged={("20L100U", "massl_l07", 3)}), 0.4, **MARKS)
     table = tables.results_table(stats)
     assert table.loc["MASSL(λ=0.7)", "20 (100)"] == "n.c."
     assert table.loc["MASSL(λ=0.7)", "50 (70)"] != "n.c."
@@ -70,10 +126,10 @@ def test_diverged_repetition_prints_nc_and_extended_table_counts_converged():
     assert printed[2].startswith("n.c. (") and printed[4] == "2/3"
 
 
-def test_results_command_writes_csv_markdown_and_latex(tmp_path):
+def test_results_command_writes_csv_markdown_and_latex(tmp_path, config):
     stats_tsv = tmp_path / "stats.tsv"
     ideal_stats("wmh17").to_csv(stats_tsv, sep="\t", index=False)
-    done = _cli("results", "--stats", stats_tsv, "--out-prefix", tmp_path / "t" / "table2",
+    done = _cli(config, "results", "--stats", stats_tsv, "--out-prefix", tmp_path / "t" / "table2",
                 "--caption", "WMH17 results: Dice & 5% of_it")
     assert done == 0
 
@@ -99,28 +155,28 @@ def test_results_command_writes_csv_markdown_and_latex(tmp_path):
     assert r"$\pm$" in (tmp_path / "t" / "table2_extended.tex").read_text()
 
 
-def test_results_command_selects_and_rejects_methods_and_settings(tmp_path, capsys):
+def test_results_command_selects_and_rejects_methods_and_settings(tmp_path, config, capsys):
     stats_tsv = tmp_path / "stats.tsv"
     ideal_stats("brats18").to_csv(stats_tsv, sep="\t", index=False)
-    done = _cli("results", "--stats", stats_tsv, "--out-prefix", tmp_path / "sel", "--caption", "c",
+    done = _cli(config, "results", "--stats", stats_tsv, "--out-prefix", tmp_path / "sel", "--caption", "c",
                 "--methods", "massl_alter,cnn", "--settings", "120L120U,20L100U")
     assert done == 0
     csv = pd.read_csv(tmp_path / "sel.csv", index_col=0)
     assert list(csv.index) == ["MASSL(alter)", "CNN", tables.SD_ROW]
     assert list(csv.columns) == ["120 (120)", "20 (100)"]
-    done = _cli("results", "--stats", stats_tsv, "--out-prefix", tmp_path / "bad", "--caption", "c",
+    done = _cli(config, "results", "--stats", stats_tsv, "--out-prefix", tmp_path / "bad", "--caption", "c",
                 "--methods", "cnn,unet")
     assert done == 2 and "unet" in capsys.readouterr().err and not (tmp_path / "bad.csv").exists()
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
-def test_latex_tables_compile(tmp_path):
-    stats = stats_frame({(s, m): 0.6 for s in SETTINGS["brats18"] for m in methods.METHOD_LABELS}, "brats18",
+def test_latex_tables_compile(tmp_path, config):
+    stats = stats_frame({(s, m): 0.6 for s in SETTINGS["brats18"] for m in METHOD_LABELS}, "brats18",
                         stars={("20L100U", "massl_alter")}, daggers={("20L100U", "cnn")},
                         diverged={("50L70U", "mssl_l07")})
     stats.to_csv(tmp_path / "s.tsv", sep="\t", index=False)
-    assert _cli("results", "--stats", tmp_path / "s.tsv", "--out-prefix", tmp_path / "table1",
+    assert _cli(config, "results", "--stats", tmp_path / "s.tsv", "--out-prefix", tmp_path / "table1",
                 "--caption", "BraTS18 results (λ, *, †, 50%)") == 0
     document = (r"\documentclass{article}\usepackage{booktabs}\usepackage[margin=1cm,landscape]{geometry}"
                 r"\begin{document}\input{table1.tex}\input{table1_extended.tex}\end{document}")
@@ -131,7 +187,7 @@ def test_latex_tables_compile(tmp_path):
     assert (tmp_path / "doc.pdf").stat().st_size > 0
 
 
-def test_probe_table_mean_and_variance_by_hand(tmp_path):
+def test_probe_table_mean_and_variance_by_hand(tmp_path, config):
     files = []
     for method in ("massl_alter", "cnn", "mssl_alter"):
         for rep, draws in ((1, [0.2, 0.4]), (2, [0.3, 0.5])):
@@ -153,7 +209,8 @@ def test_probe_table_mean_and_variance_by_hand(tmp_path):
     assert [r[0] for r in rows] == ["CNN", "MSSL(alter)", "MASSL(alter)"]
     assert rows[0][1] == "0.360 (0.017)"
 
-    assert _cli("probe", "--probe-files", *files, "--out-prefix", tmp_path / "table3", "--caption", "Probe") == 0
+    assert _cli(config, "probe", "--probe-files", *files, "--out-prefix", tmp_path / "table3",
+                "--caption", "Probe") == 0
     csv = pd.read_csv(tmp_path / "table3.csv")
     assert list(csv.columns[:8]) == ["dataset", "setting", "method", "method_label", "level", "mean", "variance", "n"]
     assert r"R$^2$" in (tmp_path / "table3.tex").read_text()
@@ -179,7 +236,7 @@ def test_sd_row_is_the_median_over_converged_methods_of_the_sd_of_repetition_mea
             "massl_l07": [0.1, 0.6, 1.1]}
     offsets = np.array([-0.1, 0.1])
     cells = {("20L100U", m): [list(r + offsets) for r in means] for m, means in reps.items()}
-    stats = compute_stats(cases_frame(cells, diverged={("20L100U", "massl_l07", 2)}), 0.4)
+    stats = compute_stats(cases_frame(cells, diverged={("20L100U", "massl_l07", 2)}), 0.4, **MARKS)
     assert stats.set_index("method").loc["massl_alter", "sd"] == pytest.approx(0.04)
     table = tables.results_table(stats)
     assert table.loc[tables.SD_ROW, "20 (100)"] == "0.0200"
@@ -191,7 +248,7 @@ def _stop(reason, improving):
             "n_validations": 4, "final_iteration": 40, "mean_dice_final": None, "n_test_final": 3}
 
 
-def test_extended_table_shows_final_weights_stop_reasons_and_still_improving_runs(tmp_path):
+def test_extended_table_shows_final_weights_stop_reasons_and_still_improving_runs(tmp_path, config):
     endings = {1: _stop("budget", True), 2: _stop("plateau", False), 3: _stop("budget", True)}
     runs = []
     for method, base in (("cnn", 0.6), ("massl_alter", 0.7)):
@@ -200,7 +257,7 @@ def test_extended_table_shows_final_weights_stop_reasons_and_still_improving_run
                                   final_dice=[base - 0.1, base]))
     cases, run_rows = aggregate.aggregate(runs)
     assert run_rows["mean_dice_final"].tolist() == pytest.approx([0.55] * 3 + [0.65] * 3)
-    stats = compute_stats(cases, 0.4).set_index("method")
+    stats = compute_stats(cases, 0.4, **MARKS).set_index("method")
     row = stats.loc["massl_alter"]
     assert row["mean"] == pytest.approx(0.75) and row["mean_final"] == pytest.approx(0.65)
     assert (row["n_final"], row["n_stop_budget"], row["n_stop_plateau"], row["n_stop_unknown"]) == (3, 2, 1, 0)
@@ -208,7 +265,7 @@ def test_extended_table_shows_final_weights_stop_reasons_and_still_improving_run
 
     stats_tsv = tmp_path / "s.tsv"
     stats.reset_index().to_csv(stats_tsv, sep="\t", index=False)
-    assert _cli("results", "--stats", stats_tsv, "--out-prefix", tmp_path / "t1", "--caption", "c") == 0
+    assert _cli(config, "results", "--stats", stats_tsv, "--out-prefix", tmp_path / "t1", "--caption", "c") == 0
     extended = pd.read_csv(tmp_path / "t1_extended.csv")
     assert extended["n_still_improving"].tolist() == [2, 2]
     md = (tmp_path / "t1_extended.md").read_text()
@@ -220,7 +277,7 @@ def test_runs_from_before_the_stopping_rule_read_as_not_recorded(tmp_path):
     cases, run_rows = aggregate.aggregate(runs)
     assert cases["dice_final"].isna().all() and set(cases["stop_reason"]) == {""}
     assert run_rows["mean_dice_final"].isna().all()
-    stats = compute_stats(cases, 0.4)
+    stats = compute_stats(cases, 0.4, **MARKS)
     row = stats.iloc[0]
     assert (row["n_final"], row["n_stop_unknown"], row["n_still_improving"]) == (0, 2, 0)
     header, rows = tables._extended_rows(tables.extended_table(stats), "cnn", "massl_alter")
@@ -253,7 +310,7 @@ def _probe_files(tmp_path, reasons=None, score="held_out", diverged=()):
     return files
 
 
-def test_probe_level_with_a_reason_prints_a_dash_and_the_reason_never_a_number(tmp_path):
+def test_probe_level_with_a_reason_prints_a_dash_and_the_reason_never_a_number(tmp_path, config):
     reason = "under-determined: 64 samples for 256 features (< 10 per feature)"
     files = _probe_files(tmp_path, reasons={5: reason})
     summary = tables.probe_summary(tables.read_probe_files(files))
@@ -265,10 +322,46 @@ def test_probe_level_with_a_reason_prints_a_dash_and_the_reason_never_a_number(t
     notes = tables.probe_notes(summary)
     assert f"–: level 5 gives no R² ({reason}; CNN, MSSL(alter), MASSL(alter))." in notes
     assert notes.startswith("Held-out R²")
-    assert _cli("probe", "--probe-files", *files, "--out-prefix", tmp_path / "table3", "--caption", "Probe") == 0
+    assert _cli(config, "probe", "--probe-files", *files, "--out-prefix", tmp_path / "table3",
+                "--caption", "Probe") == 0
     md = (tmp_path / "table3.md").read_text()
     assert "| MASSL(alter) | 0.320 (0.000) | 0.330 (0.000) | 0.340 (0.000) | 0.350 (0.000) | – |" in md
     assert reason in md
+
+
+def test_probe_caption_is_built_from_the_config_probe_section(tmp_path):
+    files = _probe_files(tmp_path)
+    config = write_config(tmp_path / "config.json", repetitions=2,
+                          probe={**PROBE, "n_draws": 3, "n_images": 4, "variance": "pooled"})
+    assert _cli(config, "probe", "--probe-files", *files, "--out-prefix", tmp_path / "table3") == 0
+    # the caption workflow/rules/common.smk passed with --caption before issue 16, byte for byte
+    caption = ("R² (held-out) of a linear regression from each encoder level's features to the down-sampled "
+               "ground truth (brats18, 50L70U): mean over 3 draws of 4 test images and 2 repetitions (variance: "
+               "over all draws of all repetitions)")
+    md = (tmp_path / "table3.md").read_text()
+    assert md.startswith(f"**{caption}**\n") and "mean (variance over all draws of all repetitions)" in md
+    assert set(pd.read_csv(tmp_path / "table3.csv")["variance_kind"]) == {"pooled"}
+    within = caption.replace("over all draws of all repetitions)",
+                             "over the draws within a repetition, averaged over repetitions)")
+    assert tables.probe_caption(resolved_config(repetitions=2, probe={**PROBE, "n_draws": 3, "n_images": 4}),
+                                "within") == within
+    # --variance overrides the config's, in the caption as in the notes; --caption overrides the caption
+    assert _cli(config, "probe", "--probe-files", *files, "--out-prefix", tmp_path / "t3", "--variance", "within") == 0
+    md = (tmp_path / "t3.md").read_text()
+    assert md.startswith(f"**{within}**\n") and "mean (variance over the draws within each repetition, " in md
+    assert _cli(config, "probe", "--probe-files", *files, "--out-prefix", tmp_path / "t3", "--caption", "Mine") == 0
+    assert (tmp_path / "t3.md").read_text().startswith("**Mine**\n")
+
+
+def test_probe_caption_refuses_probe_files_of_another_setting_and_an_incomplete_probe_section(tmp_path, capsys):
+    files = _probe_files(tmp_path)
+    other = write_config(tmp_path / "other.json", probe={**PROBE, "setting": "20L100U"})
+    assert _cli(other, "probe", "--probe-files", *files, "--out-prefix", tmp_path / "table3") == 2
+    assert "the config's probe.setting is '20L100U'" in capsys.readouterr().err
+    assert not (tmp_path / "table3.md").exists()
+    partial = write_config(tmp_path / "partial.json", probe={k: v for k, v in PROBE.items() if k != "n_draws"})
+    assert _cli(partial, "probe", "--probe-files", *files, "--out-prefix", tmp_path / "table3") == 2
+    assert "config key 'probe.n_draws' is missing" in capsys.readouterr().err
 
 
 def test_probe_counts_a_diverged_model_as_in_tables_1_2(tmp_path):

@@ -1,27 +1,26 @@
-"""Training loop, strategies, augmentation and the `massl train` / `massl evaluate` run folder,
+"""Training loop, strategies, augmentation and the `massl train` run folder,
 on a tiny 2D-friendly dataset of bright disks (8 x 32 x 32 volumes, 4-8-16 channels)."""
 
 import csv
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
 import torch
-from tiny_data import SHAPE, tiny_config, write_dataset
+from tiny_data import SHAPE, run_args, run_inputs, tiny_config, write_dataset
 
 from massl.cli import main
 from massl.config import ModelConfig, TrainConfig
 from massl.errors import ConfigError
 from massl.methods import AUTOENCODER, METHODS, get_method
-from massl.model import MASSLNet
+from massl.model.network import build_model
 from massl.training import loop, strategies
 from massl.training import run as training_run
 from massl.training.augment import affine_theta, augment_batch, warp_batch
-from massl.training.checkpoint import load_checkpoint, load_model
+from massl.model.files import load_checkpoint, load_model
 from massl.training.loop import reconstruction_error, training_schedule
-from massl.training.run import model_kwargs, resolve_run, train_run
+from massl.training.run import resolve_run, train_run
 from massl.training.strategies import Batch, make_strategy
 
 torch.set_num_threads(1)
@@ -37,7 +36,8 @@ def results(tmp_path_factory):
 @pytest.fixture(scope="module")
 def autoencoder_run(results):
     out = results / "runs" / "brats18" / "2L2U" / "autoencoder" / "rep1"
-    train_run(resolve_run(tiny_config(results), "brats18", "2L2U", "autoencoder", 1, out), device="cpu")
+    train_run(resolve_run(tiny_config(results), "brats18", "2L2U", "autoencoder", 1, out, **run_inputs(results)),
+              device="cpu")
     return out
 
 
@@ -45,12 +45,14 @@ def autoencoder_run(results):
 def reference_run(results):
     """An uninterrupted MASSL(alter) run: the baseline for determinism and resume tests."""
     out = results / "runs" / "brats18" / "2L2U" / "massl_alter" / "rep1"
-    train_run(resolve_run(tiny_config(results), "brats18", "2L2U", "massl_alter", 1, out), device="cpu")
+    train_run(resolve_run(tiny_config(results), "brats18", "2L2U", "massl_alter", 1, out, **run_inputs(results)),
+              device="cpu")
     return out
 
 
 def run(results, out, method="massl_alter", autoencoder=None, on_iteration=None, **training):
-    spec = resolve_run(tiny_config(results, **training), "brats18", "2L2U", method, 1, out, autoencoder=autoencoder)
+    spec = resolve_run(tiny_config(results, **training), "brats18", "2L2U", method, 1, out, **run_inputs(results),
+                       autoencoder=autoencoder)
     return train_run(spec, device="cpu", on_iteration=on_iteration)
 
 
@@ -173,7 +175,7 @@ def test_reconstruction_error_is_the_volume_mse_when_windows_tile_it():
 def tiny_strategy(method_id, **training):
     torch.manual_seed(0)
     method = get_method(method_id)
-    model = MASSLNet(**model_kwargs(ModelConfig(spatial_dims=2, channels=[4, 8, 16]), method))
+    model = build_model(ModelConfig(spatial_dims=2, channels=[4, 8, 16]), method)
     return make_strategy(model, method, TrainConfig(**training))
 
 
@@ -353,7 +355,8 @@ def test_divergence_is_recorded_and_exits_zero(results, tmp_path, monkeypatch):
     config.write_text(json.dumps(tiny_config(results)))
     out = tmp_path / "diverged"
     code = main(["train", "--config", str(config), "--dataset", "brats18", "--setting", "2L2U",
-                 "--method", "cnn", "--rep", "1", "--out", str(out), "--threads", "1", "--device", "cpu"])
+                 "--method", "cnn", "--rep", "1", "--out", str(out), "--threads", "1", "--device", "cpu",
+                 *run_args(results)])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["iterations"] == 4 and summary["mean_dice"] is None
@@ -389,20 +392,11 @@ def test_cnn_and_massl_draw_the_same_labeled_batches(results, tmp_path, monkeypa
             assert torch.equal(image, other) and torch.equal(target, other_target), method_id
 
 
-def test_evaluate_rescores_a_finished_run(results, reference_run, tmp_path):
-    run_dir = tmp_path / "copy"
-    shutil.copytree(reference_run, run_dir)
-    (run_dir / "per_case.tsv").unlink()
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps(tiny_config(results)))
-    assert main(["evaluate", "--run", str(run_dir), "--config", str(config), "--device", "cpu"]) == 0
-    assert read_tsv(run_dir / "per_case.tsv") == read_tsv(reference_run / "per_case.tsv")
-
-
 def test_bad_inputs_are_named(results, autoencoder_run, tmp_path, capsys):
     config = tmp_path / "config.json"
     config.write_text(json.dumps(tiny_config(results)))
-    args = ["train", "--config", str(config), "--dataset", "brats18", "--rep", "1", "--out", str(tmp_path / "x")]
+    args = ["train", "--config", str(config), "--dataset", "brats18", "--rep", "1", "--out", str(tmp_path / "x"),
+            *run_args(results)]
     assert main([*args, "--setting", "9L9U", "--method", "cnn"]) == 2
     assert "rep1.json" in capsys.readouterr().err
     assert main([*args, "--setting", "2L2U", "--method", "pretrain_dec"]) == 2
@@ -411,9 +405,10 @@ def test_bad_inputs_are_named(results, autoencoder_run, tmp_path, capsys):
     # An autoencoder of another setting saw other unlabeled scans: refused.
     with pytest.raises(ConfigError, match="autoencoder was trained for"):
         train_run(resolve_run(tiny_config(results), "brats18", "2L1U", "pretrain_cnn", 1, tmp_path / "y",
-                              autoencoder=autoencoder_run), device="cpu")
+                              **run_inputs(results), autoencoder=autoencoder_run), device="cpu")
     with pytest.raises(ConfigError, match="patch_size"):
-        resolve_run(tiny_config(results, patch_size=[30, 30]), "brats18", "2L2U", "cnn", 1, tmp_path / "z")
+        resolve_run(tiny_config(results, patch_size=[30, 30]), "brats18", "2L2U", "cnn", 1, tmp_path / "z",
+                    **run_inputs(results))
 
 
 def test_several_methods_in_one_process_match_separate_runs(results, autoencoder_run, reference_run, tmp_path):
@@ -422,7 +417,7 @@ def test_several_methods_in_one_process_match_separate_runs(results, autoencoder
     config = tmp_path / "config.json"
     config.write_text(json.dumps(tiny_config(results)))
     args = ["train", "--config", str(config), "--dataset", "brats18", "--setting", "2L2U", "--rep", "1",
-            "--device", "cpu", "--threads", "1"]
+            "--device", "cpu", "--threads", "1", *run_args(results)]
     assert main([*args, "--method", "autoencoder,massl_alter", "--out", str(tmp_path / "one")]) == 2  # no {method}
     out = tmp_path / "{method}"
     assert main([*args, "--method", "autoencoder,pretrain_cnn,massl_alter", "--out", str(out),
@@ -436,14 +431,14 @@ def test_several_methods_in_one_process_match_separate_runs(results, autoencoder
 
 
 def test_3d_runs_train_alike_through_either_convolution_path(results, tmp_path):
-    """The paper's 3D network in the training loop, with massl.cpu_conv and without: the same
+    """The paper's 3D network in the training loop, with massl.model.cpu_conv and without: the same
     losses up to float rounding over 6 updates."""
     losses = {}
     for cpu_conv3d in ("onednn", "torch"):
         config = tiny_config(results, patch_size=[8, 16, 16], batch_size=1, max_iterations=6, cpu_conv3d=cpu_conv3d)
         config["model"]["spatial_dims"] = 3
         out = tmp_path / cpu_conv3d
-        train_run(resolve_run(config, "brats18", "2L2U", "massl_l07", 1, out), device="cpu")
+        train_run(resolve_run(config, "brats18", "2L2U", "massl_l07", 1, out, **run_inputs(results)), device="cpu")
         losses[cpu_conv3d] = [float(row["loss"]) for row in read_tsv(out / "train_log.tsv")]
     assert len(losses["onednn"]) == 6 and all(math.isfinite(v) for v in losses["onednn"])
     assert losses["onednn"] == pytest.approx(losses["torch"], rel=1e-3)

@@ -13,6 +13,8 @@ from analysis.claims import FAILS, HOLDS, UNDETERMINED, Evidence
 from analysis.common import ConfigError
 from analysis.stats import corrected_resampled_t_test, effect_interval
 
+pytestmark = pytest.mark.usefixtures("method_table")
+
 RATIO = 50 / 120  # n_test / n_train of the BraTS splits
 D = [0.02, 0.04, 0.03, 0.05, 0.01]  # mean 0.03, var (ddof 1) 2.5e-4
 

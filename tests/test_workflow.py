@@ -81,7 +81,8 @@ def test_default_grid_plans_every_training_once(tmp_path):
     assert counts["train_setting"] == n_settings * reps == 30
     assert "train" not in counts and "train_autoencoder" not in counts
     assert re.search(r"--method autoencoder,cnn,pretrain_dec,pretrain_cnn,mssl_l07,mssl_l09,mssl_alter,"
-                     r"massl_l07,massl_l09,massl_alter --rep \d --out '\S+/runs/\w+/\w+/\{method\}/rep\d'",
+                     r"massl_l07,massl_l09,massl_alter --rep \d --split \S+ --cases \S+ "
+                     r"--out '\S+/runs/\w+/\w+/\{method\}/rep\d'",
                      grouped.stdout)
     assert not (tmp_path / "results").exists(), "a dry run must not write results"
 
@@ -150,18 +151,52 @@ def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, case):
     assert not (tmp_path / "results").exists()
 
 
-def test_schema_lists_exactly_the_library_options():
-    """The schema rejects unknown keys, so it must know every option the library accepts."""
+def schema_sections(schema: dict) -> dict:
+    """The schema's node for each section of `massl.config.schema_facts()`."""
+    defs, top = schema["$defs"], schema["properties"]
+    return {"model": defs["model"]["properties"], "training": defs["training"]["properties"],
+            "probe": top["probe"]["properties"], "dataset": defs["dataset"]["properties"],
+            "preprocess": defs["dataset"]["properties"]["preprocess"]["properties"],
+            "split": defs["dataset"]["properties"]["split"]["properties"]}
+
+
+def test_schema_restates_the_library_exactly():
+    """The schema validates the config before the library resolves it, so every key, allowed
+    value and default it states must be the library's (one place for each fact: the library)."""
     from dataclasses import fields
 
-    from massl.config import ModelConfig, TrainConfig
-    from massl.data.preprocess import DEFAULTS as PREPROCESS_DEFAULTS
+    from massl.config import ModelConfig, TrainConfig, schema_facts
+    from massl.methods import METHODS, SETTING_PATTERN
 
-    defs = yaml.safe_load(SCHEMA.read_text())["$defs"]
-    assert set(defs["training"]["properties"]) == {f.name for f in fields(TrainConfig)}
-    assert set(defs["model"]["properties"]) == {f.name for f in fields(ModelConfig)}
-    preprocess_keys = set().union(*PREPROCESS_DEFAULTS.values())
-    assert set(defs["dataset"]["properties"]["preprocess"]["properties"]) == preprocess_keys
+    schema = yaml.safe_load(SCHEMA.read_text())
+    facts, sections = schema_facts(), schema_sections(schema)
+    assert set(sections["training"]) == {f.name for f in fields(TrainConfig)}
+    assert set(sections["model"]) == {f.name for f in fields(ModelConfig)}
+    assert set(sections["preprocess"]) == set().union(*facts["defaults"]["preprocess"].values())
+    for section, choices in facts["choices"].items():
+        for key, allowed in choices.items():
+            assert sections[section][key]["enum"] == allowed, f"{section}.{key}"
+    for section in ("model", "training", "probe", "split", "dataset"):
+        for key, node in sections[section].items():
+            if node.get("default", {}) != {}:  # {}: an empty section, filled in below it
+                assert node["default"] == facts["defaults"][section][key], f"{section}.{key}"
+    method_ids = list(METHODS)
+    assert schema["$defs"]["method"]["enum"] == method_ids
+    assert schema["properties"]["methods"]["default"] == method_ids
+    assert sections["dataset"]["settings"]["propertyNames"]["pattern"] == SETTING_PATTERN
+    assert sections["probe"]["setting"]["pattern"] == SETTING_PATTERN
+
+
+def test_paper_profile_states_the_librarys_protocol():
+    """config/paper.yaml is the paper's protocol as a profile; its split sizes and settings must
+    be the library's (`massl split` without a config uses those)."""
+    from massl.config import resolve_config
+    from massl.data.splits import DEFAULT_PROTOCOL
+
+    paper = resolve_config(yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
+    for name, protocol in DEFAULT_PROTOCOL.items():
+        assert paper["datasets"][name]["split"] == protocol["split"], name
+        assert paper["datasets"][name]["settings"] == protocol["settings"], name
 
 
 # --- rerun and resume, with a stand-in massl ---------------------------------------------------
@@ -175,6 +210,8 @@ FAKE_MASSL = textwrap.dedent(
     from pathlib import Path
 
     command, args = sys.argv[1], sys.argv[2:]
+    if command in ("config", "allocator", "describe"):  # what the workflow asks of the library itself
+        os.execv(sys.executable, [sys.executable, "-m", "massl.cli", *sys.argv[1:]])
     out = Path(args[args.index("--out") + 1])
     with open(os.environ["FAKE_MASSL_CALLS"], "a") as calls:
         calls.write(" ".join(sys.argv[1:]) + "\\n")
@@ -224,9 +261,10 @@ def test_rerun_does_nothing_and_a_change_reruns_only_what_it_touches(tmp_path, f
     first = snakemake(work, "--cores", "1", *TARGETS, env=fake_massl)
     assert first.returncode == 0, first.stderr
     calls = (tmp_path / "calls.log").read_text()
-    assert f"--method pretrain_dec --rep 1 --out {PRETRAIN_RUN} --autoencoder " \
+    inputs = "--split results/splits/brats18/rep1.json --cases results/preprocessed/brats18/cases.tsv"
+    assert f"--method pretrain_dec --rep 1 {inputs} --out {PRETRAIN_RUN} --autoencoder " \
            "results/runs/brats18/4L8U/autoencoder/rep1 --threads 1 --device cpu" in calls
-    assert f"--method cnn --rep 1 --out {CNN_RUN} --threads 1 --device cpu" in calls
+    assert f"--method cnn --rep 1 {inputs} --out {CNN_RUN} --threads 1 --device cpu" in calls
 
     again = snakemake(work, "-n", *TARGETS, env=fake_massl)
     assert "Nothing to be done" in again.stdout + again.stderr

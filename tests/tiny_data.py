@@ -38,12 +38,28 @@ def write_dataset(results, n_cases=8, seed=0):
 
 
 def tiny_config(results, **training):
+    """A workflow config for the tiny dataset (`massl.config.resolve_config` accepts it)."""
     return {
         "results_dir": str(results),
         "scale": "test",
-        "datasets": {"brats18": {"format": "brats18", "root": None, "settings": {"2L2U": [2, 2], "2L1U": [2, 1]}}},
+        "datasets": {"brats18": {"format": "brats18", "root": None, "synthetic": {"n_cases": 8, "shape": list(SHAPE)},
+                                 "split": {"pool": 4, "validation": 2, "test": 2},
+                                 "settings": {"2L2U": [2, 2], "2L1U": [2, 1]}}},
         "model": {"spatial_dims": 2, "channels": [4, 8, 16]},
         "training": {"patch_size": [32, 32], "batch_size": 2, "epochs_by_labeled": [[20, 100]],
                      "max_iterations": 30, "validate_every_epochs": 5, "checkpoint_every_iterations": 5,
                      **training},
+        "probe": {"n_images": 2},
     }
+
+
+def run_inputs(results, dataset="brats18", rep=1):
+    """The split file and case table of a run on the tiny dataset (resolve_run's split=, cases=)."""
+    return {"split": results / "splits" / dataset / f"rep{rep}.json",
+            "cases": results / "preprocessed" / dataset / "cases.tsv"}
+
+
+def run_args(results, dataset="brats18", rep=1):
+    """The same as `massl train` / `massl probe` options."""
+    paths = run_inputs(results, dataset, rep)
+    return ["--split", str(paths["split"]), "--cases", str(paths["cases"])]

@@ -24,11 +24,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from massl.config import FORMATS
 from massl.errors import DataError
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("brats18", "wmh17", "nnunet")
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 _BRATS_CASE = re.compile(r"^Brats\d*_(?P<site>.+)_(?P<id>[^_]+)_\d+$")
 # Stems of the files in the two layouts that are not the FLAIR: labels (`*_seg`, `wmh`) and the

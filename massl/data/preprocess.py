@@ -10,7 +10,8 @@ evaluation), everything else 0. Scans are read by `massl.data.validate.read_volu
 of shape x y z 1 is its 3-D volume; a constant image is refused), and a scan that preprocessing
 leaves constant (every voxel below `clip_below`: another intensity scale) is refused by name.
 
-Options (config `datasets.<key>.preprocess`; defaults per format in `DEFAULTS`):
+Options (config `datasets.<key>.preprocess`; defaults per format in
+`massl.config.PREPROCESS_DEFAULTS`, checked by `massl.config.preprocess_options`):
 - `clip_below`: intensities below this become 0 (BraTS as released: 30), null = off.
 - `crop_xy`: in-plane size [x, y] after centre crop / zero pad (real data: [200, 200]); null = keep.
 - `crop_center`: `image` (the grid centre, as released) or `brain` (the centre of the head
@@ -43,60 +44,14 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from massl.config import load_config
-from massl.data.discover import Case, DataFileError, discover, read_nnunet_dataset
-from massl.data.store import CASES_COLUMNS, IGNORE_LABEL
+from massl.config import load_config, preprocess_options, resolved
+from massl.data.discover import Case, DataFileError, discover
+from massl.data.store import CASES_COLUMNS, CASES_TABLE, IGNORE_LABEL
 from massl.data.validate import allowed_label_values, check_dataset, read_volume
 from massl.errors import ConfigError, DataError
 from massl.io import atomic_path, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
-
-DEFAULTS = {
-    "brats18": {"clip_below": 30.0, "crop_xy": [200, 200], "crop_center": "image", "normalize": "max",
-                "percentiles": [1.0, 99.9], "brain_threshold": 0.1, "target_labels": [1, 2, 4], "ignore_labels": []},
-    "wmh17": {"clip_below": None, "crop_xy": [200, 200], "crop_center": "brain", "normalize": "brain_percentile",
-              "percentiles": [1.0, 99.9], "brain_threshold": 0.1, "target_labels": [1], "ignore_labels": [2]},
-    "nnunet": {"clip_below": None, "crop_xy": None, "crop_center": "image", "normalize": "percentile",
-               "percentiles": [0.5, 99.5], "brain_threshold": 0.1, "target_labels": [1], "ignore_labels": []},
-}
-NORMALIZATIONS = ("max", "percentile", "brain_percentile", "zscore", "brain_zscore", "none")
-
-
-def resolve_options(fmt: str, options: dict | None, section: str = "preprocess") -> dict:
-    """The format's defaults updated with `options`, checked; JSON-native values only, so the
-    result compares equal to the copy stored in a case's meta file."""
-    if fmt not in DEFAULTS:
-        raise ConfigError(f"unknown dataset format {fmt!r}; allowed: {', '.join(DEFAULTS)}")
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(DEFAULTS[fmt]))
-    if unknown:
-        raise ConfigError(f"unknown key(s) in {section}: {', '.join(unknown)}; allowed: {', '.join(DEFAULTS[fmt])}")
-    opts = {**DEFAULTS[fmt], **options}
-    try:
-        opts["clip_below"] = None if opts["clip_below"] is None else float(opts["clip_below"])
-        opts["crop_xy"] = None if opts["crop_xy"] is None else [int(v) for v in opts["crop_xy"]]
-        opts["percentiles"] = [float(v) for v in opts["percentiles"]]
-        opts["brain_threshold"] = float(opts["brain_threshold"])
-        opts["target_labels"] = sorted(int(v) for v in opts["target_labels"])
-        opts["ignore_labels"] = sorted(int(v) for v in opts["ignore_labels"])
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{section}: malformed value ({exc})") from None
-    if opts["crop_xy"] is not None and (len(opts["crop_xy"]) != 2 or min(opts["crop_xy"]) <= 0):
-        raise ConfigError(f"{section}.crop_xy must be null or two positive sizes [x, y], got {opts['crop_xy']}")
-    if opts["crop_center"] not in ("image", "brain"):
-        raise ConfigError(f"{section}.crop_center = {opts['crop_center']!r}; allowed: image, brain")
-    if opts["normalize"] not in NORMALIZATIONS:
-        raise ConfigError(f"{section}.normalize = {opts['normalize']!r}; allowed: {', '.join(NORMALIZATIONS)}")
-    lo_hi = opts["percentiles"]
-    if len(lo_hi) != 2 or not 0 <= lo_hi[0] < lo_hi[1] <= 100:
-        raise ConfigError(f"{section}.percentiles must be [lo, hi] with 0 <= lo < hi <= 100, got {lo_hi}")
-    if not 0 < opts["brain_threshold"] < 1:
-        raise ConfigError(f"{section}.brain_threshold must be in (0, 1), got {opts['brain_threshold']}")
-    if not opts["target_labels"] or set(opts["target_labels"]) & set(opts["ignore_labels"]):
-        raise ConfigError(f"{section}: target_labels must be non-empty and disjoint from ignore_labels")
-    return opts
-
 
 def brain_region(volume: np.ndarray, threshold: float = 0.1) -> np.ndarray:
     """Head mask: voxels above p2 + threshold * (p98 - p2), largest component, holes filled."""
@@ -175,7 +130,7 @@ def to_original_space(array_zyx: np.ndarray, meta: dict) -> np.ndarray:
 def preprocess_volume(fmt: str, image_xyz: np.ndarray, affine: np.ndarray,
                       options: dict | None) -> tuple[np.ndarray, dict]:
     """One scan as the network sees it: float32 (z, y, x), and the meta that maps it back."""
-    opts = resolve_options(fmt, options)
+    opts = preprocess_options(fmt, options)
     volume = np.asarray(image_xyz, dtype=np.float32).transpose(2, 1, 0)
     if opts["clip_below"] is not None:
         volume = np.where(volume < opts["clip_below"], np.float32(0), volume)
@@ -250,14 +205,7 @@ def preprocess_dataset(
     neither re-read nor rewritten, so a rerun on unchanged data writes nothing.
     """
     root, out = Path(root), Path(out)
-    options = dict(options or {})
-    if fmt == "nnunet" and "ignore_labels" not in options:
-        try:
-            ignore = read_nnunet_dataset(root).ignore_value
-        except DataFileError:  # not an nnU-Net folder: check_dataset below says what it is instead
-            ignore = None
-        options["ignore_labels"] = [] if ignore is None else [ignore]
-    opts = resolve_options(fmt, options, section)
+    opts = preprocess_options(fmt, options, section, root=root)
     try:
         cases = discover(fmt, root, include_lgg=include_lgg, channel=channel)
     except DataFileError:
@@ -286,7 +234,7 @@ def preprocess_dataset(
     for case in tqdm(stale, desc="preprocessing", unit="case", mininterval=10, disable=len(stale) < 2):
         metas[case.case_id] = _preprocess_case(fmt, case, out, opts)
 
-    table_path = out / "cases.tsv"
+    table_path = out / CASES_TABLE
     table = _table_text(report.cases, metas)
     if table_path.is_file() and table_path.read_text() == table:
         log.info("%s is up to date", table_path)
@@ -369,10 +317,10 @@ def cli_preprocess(args) -> int:
     dataset = {}
     key = args.dataset or args.format
     if args.config:
-        dataset = load_config(args.config).get("datasets", {}).get(key)
+        dataset = resolved(load_config(args.config))["datasets"].get(key)
         if dataset is None:
             raise ConfigError(f"{args.config}: no dataset {key!r} under 'datasets' (choose one with --dataset)")
-        if dataset.get("format", args.format) != args.format:
+        if dataset["format"] != args.format:
             raise ConfigError(f"{args.config}: datasets.{key}.format is {dataset['format']!r}, not {args.format!r}")
     min_cases, reason = args.min_cases, None
     if min_cases is None and dataset.get("split"):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from massl.config import CASE_SAMPLING
+from massl.config import CHOICES
 from massl.data.store import CaseStore
 from massl.errors import ConfigError, DataError
 
@@ -35,7 +35,7 @@ class PatchSampler:
     def __init__(self, store: CaseStore, case_ids: list[str], patch_size: list[int], spatial_dims: int,
                  rng: np.random.Generator, foreground_fraction: float = 0.0,
                  case_sampling: str = "without_replacement"):
-        if spatial_dims not in (2, 3):
+        if spatial_dims not in CHOICES["model"]["spatial_dims"]:
             raise ConfigError(f"model.spatial_dims must be 2 or 3, got {spatial_dims}")
         if len(patch_size) != spatial_dims or min(int(p) for p in patch_size) < 1:
             raise ConfigError(f"training.patch_size must be {spatial_dims} positive integers for "
@@ -44,9 +44,9 @@ class PatchSampler:
             raise ConfigError("no cases to sample patches from (empty labeled/unlabeled set)")
         if not 0.0 <= foreground_fraction <= 1.0:
             raise ConfigError(f"training.foreground_fraction must be in [0, 1], got {foreground_fraction}")
-        if case_sampling not in CASE_SAMPLING:
+        if case_sampling not in CHOICES["training"]["case_sampling"]:
             raise ConfigError(f"training.case_sampling = {case_sampling!r} is not allowed; "
-                              f"allowed: {', '.join(CASE_SAMPLING)}")
+                              f"allowed: {', '.join(CHOICES['training']['case_sampling'])}")
         self.foreground_fraction = float(foreground_fraction)
         self.case_sampling = case_sampling
         self._order: list[int] = []  # without replacement: this pass's case order ...

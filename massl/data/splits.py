@@ -23,14 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from massl.config import load_config
+from massl.config import SETTING_NAME, dataset_entry, load_config, resolved, split_section
 from massl.errors import ConfigError, DataError
 from massl.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 SPLIT_KEYS = ("dataset", "rep", "seed", "pool", "validation", "test", "settings")
-SETTING_NAME = re.compile(r"^(\d+)L(\d+)U$")
 # The paper's protocol, used when no config is given.
 DEFAULT_PROTOCOL = {
     "brats18": {"split": {"pool": 120, "validation": None, "test": 50, "balance_by": None},
@@ -174,40 +173,24 @@ def read_cases_table(path: str | Path) -> tuple[list[str], dict[str, str]]:
 
 
 def protocol(config: dict | None, dataset: str) -> tuple[dict, dict]:
-    """(split sizes, settings) of `dataset` from a resolved config, or the paper's protocol."""
+    """(split sizes, settings) of `dataset` from a config (resolved first if it is not), or,
+    without a config, the paper's protocol."""
     if config is None:
         if dataset not in DEFAULT_PROTOCOL:
             raise ConfigError(f"no config given and {dataset!r} has no default protocol; "
                               f"pass --config with datasets.{dataset}.split and .settings")
         entry = DEFAULT_PROTOCOL[dataset]
-    else:
-        entry = (config.get("datasets") or {}).get(dataset)
-        if entry is None:
-            raise ConfigError(f"config has no datasets.{dataset}")
-    for key in ("split", "settings"):
-        if not isinstance(entry.get(key), dict):
-            raise ConfigError(f"datasets.{dataset}.{key} is missing or not a mapping")
-    split = entry["split"]
-    unknown = sorted(set(split) - {"pool", "validation", "test", "balance_by"})
-    if unknown:
-        raise ConfigError(f"datasets.{dataset}.split: unknown key(s) {', '.join(unknown)}")
-    for key in ("pool", "test"):
-        if not isinstance(split.get(key), int):
-            raise ConfigError(f"datasets.{dataset}.split.{key} must be an integer, found {split.get(key)!r}")
-    if split.get("validation") is not None and not isinstance(split["validation"], int):
-        raise ConfigError(f"datasets.{dataset}.split.validation must be an integer or null")
-    if split.get("balance_by") not in (None, "site"):
-        raise ConfigError(f"datasets.{dataset}.split.balance_by must be 'site' or null, "
-                          f"found {split['balance_by']!r}")
-    return split, entry["settings"]
+        return split_section(entry, dataset), entry["settings"]
+    entry = dataset_entry(resolved(config), dataset)
+    return entry["split"], entry["settings"]
 
 
 def cli_split(args) -> int:
     case_ids, sites = read_cases_table(args.cases)
     sizes, settings = protocol(None if args.config is None else load_config(args.config), args.dataset)
     split = make_split(case_ids, sites, rep=args.rep, pool=sizes["pool"], test=sizes["test"],
-                       validation=sizes.get("validation"), settings=settings,
-                       balance_by_site=sizes.get("balance_by") == "site", dataset=args.dataset)
+                       validation=sizes["validation"], settings=settings,
+                       balance_by_site=sizes["balance_by"] == "site", dataset=args.dataset)
     out = Path(args.out)
     if out.exists():
         if load_split(out) != json.loads(json.dumps(split)):

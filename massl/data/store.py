@@ -20,10 +20,17 @@ CASES_COLUMNS = ("case_id", "site", "shape_zyx", "spacing_zyx", "image", "label"
 IGNORE_LABEL = 2
 
 
+CASES_TABLE = "cases.tsv"
+
+
 class CaseStore:
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        self.table_path = self.folder / "cases.tsv"
+    def __init__(self, path: str | Path):
+        """`path`: a preprocessed folder, or its case table (`cases.tsv`, the arrays beside it)."""
+        path = Path(path)
+        if path.suffix == ".tsv":
+            self.folder, self.table_path = path.parent, path
+        else:
+            self.folder, self.table_path = path, path / CASES_TABLE
         if not self.table_path.is_file():
             raise DataError(f"{self.table_path}: preprocessed case table not found (run `massl preprocess`)")
         with open(self.table_path, newline="") as fh:

@@ -1,3 +1,3 @@
 """Training: one loop (`loop`) over method strategies (`strategies`), batch augmentation
-(`augment`), verified checkpoints and resume (`checkpoint`), and the `massl train` /
-`massl evaluate` commands that write a run folder (`run`)."""
+(`augment`), the resume chain (`checkpoint`), when to stop (`stopping`), and the `massl train`
+command that writes a run folder (`run`)."""

@@ -22,8 +22,9 @@ from massl.config import TrainConfig, as_dict
 from massl.data.sampling import PatchSampler
 from massl.data.store import IGNORE_LABEL, CaseStore
 from massl.errors import ConfigError
-from massl.inference import sliding_window_predict, window_starts
-from massl.metrics import dice
+from massl.device import autocast
+from massl.evaluation.inference import sliding_window_predict, window_starts
+from massl.evaluation.metrics import dice
 from massl.training.augment import augment_batch
 from massl.training.checkpoint import (
     load_resume_state,
@@ -133,7 +134,7 @@ def reconstruction_error(model, volume: np.ndarray, patch_size, batch_size: int,
     for first in range(0, len(boxes), batch_size):
         x = torch.from_numpy(np.stack([padded[box] for box in boxes[first:first + batch_size]])).to(device)
         x = x.unsqueeze(1) if model.spatial_dims == 3 else x  # 2D: the depth-1 axis is the channel
-        with torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with autocast(device, amp_dtype):
             rec = model.reconstruct(model.encode(x)).float()
         errors.append(((rec - x) ** 2).flatten(1).mean(dim=1).cpu())
     return float(torch.cat(errors).mean())

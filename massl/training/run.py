@@ -1,4 +1,4 @@
-"""`massl train` and `massl evaluate`: one run folder per (dataset, setting, method, repetition).
+"""`massl train`: one run folder per (dataset, setting, method, repetition).
 
 A run reads the resolved config, the split file and the preprocessed cases, trains with the
 method's strategy (resuming from `<out>/checkpoints/` when present), tests the best checkpoint
@@ -9,9 +9,6 @@ last: together they mark a finished run.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import math
 import random
@@ -28,21 +25,23 @@ from massl.config import (
     ModelConfig,
     TrainConfig,
     as_dict,
+    dataset_entry,
     load_config,
     model_config,
+    resolved,
     train_config,
 )
-from massl.cpu_conv import set_cpu_conv3d
 from massl.data.sampling import PatchSampler
 from massl.data.splits import load_split
 from massl.data.store import CaseStore
+from massl.device import autocast_dtype, device_name, pick_device, set_threads
 from massl.errors import ConfigError, DataError
-from massl.inference import autocast_dtype, pick_device, sliding_window_predict
-from massl.io import atomic_path, atomic_write_json, atomic_write_text, provenance
+from massl.evaluation.scoring import score_test_cases, write_case_table, write_example, write_tsv
+from massl.io import atomic_write_json, provenance
 from massl.methods import Method, get_method
-from massl.metrics import case_metrics
-from massl.model import MASSLNet
-from massl.training.checkpoint import load_model, save_model
+from massl.model.cpu_conv import set_cpu_conv3d
+from massl.model.files import load_model, save_model
+from massl.model.network import MASSLNet, build_model
 from massl.training.loop import (
     LOG_COLUMNS,
     TrainData,
@@ -52,20 +51,16 @@ from massl.training.loop import (
     run_fingerprint,
     training_schedule,
 )
-from massl.training.strategies import STRATEGY_CLASSES, make_strategy
+from massl.training.strategies import make_strategy
 
 log = logging.getLogger(__name__)
-
-CASE_COLUMNS = ("dataset", "setting", "method", "method_label", "rep", "case_id", "site",
-                "dice", "hd95", "avd", "status")
-METRICS = ("dice", "hd95", "avd")
 
 
 @dataclass
 class RunSpec:
     """Everything a run is defined by, resolved from the config and the command line."""
 
-    config: dict
+    config: dict  # resolved (massl.config.resolve_config)
     dataset: str
     setting: str
     method: Method
@@ -73,7 +68,8 @@ class RunSpec:
     out: Path
     training: TrainConfig
     model: ModelConfig
-    results_dir: Path
+    split_path: Path  # the split JSON
+    store_path: Path  # the preprocessed dataset's cases.tsv (its arrays beside it)
     autoencoder: Path | None = None
 
     @property
@@ -82,67 +78,31 @@ class RunSpec:
         return self.training.seed + 1000 * self.rep
 
     @property
-    def split_path(self) -> Path:
-        return self.results_dir / "splits" / self.dataset / f"rep{self.rep}.json"
-
-    @property
-    def store_path(self) -> Path:
-        return self.results_dir / "preprocessed" / self.dataset
-
-    @property
     def identity(self) -> dict:
         return {"dataset": self.dataset, "setting": self.setting, "method": self.method.id,
                 "method_label": self.method.label, "rep": self.rep}
 
     @property
     def data_source(self) -> str:
-        return "synthetic" if self.config["datasets"][self.dataset].get("root") is None else "real"
+        return "synthetic" if self.config["datasets"][self.dataset]["root"] is None else "real"
 
 
-def effective_sections(config: dict, dataset: str) -> tuple[TrainConfig, ModelConfig]:
-    """Global `training` / `model` updated key by key with `datasets.<dataset>.training/.model`."""
-    datasets = config.get("datasets") or {}
-    if dataset not in datasets:
-        raise ConfigError(f"dataset {dataset!r} is not in the config; configured: {', '.join(datasets) or 'none'}")
-    section = datasets[dataset] or {}
-    training = train_config({**(config.get("training") or {}), **(section.get("training") or {})})
-    model = model_config({**(config.get("model") or {}), **(section.get("model") or {})})
-    _check_geometry(training, model)
-    return training, model
-
-
-def _check_geometry(training: TrainConfig, model: ModelConfig) -> None:
-    multiple = 2 ** (len(model.channels) - 1)
-    if len(training.patch_size) != model.spatial_dims or any(p % multiple for p in training.patch_size):
-        raise ConfigError(
-            f"training.patch_size {training.patch_size} must have {model.spatial_dims} sizes (model.spatial_dims) "
-            f"divisible by {multiple} (2 ** (levels - 1) for {len(model.channels)} levels)")
-    low, high = training.scale_range
-    if not 0 < low <= high or training.rotate_degrees < 0:
-        raise ConfigError(f"training.scale_range must be [low, high] with 0 < low <= high and rotate_degrees >= 0, "
-                          f"got {training.scale_range} and {training.rotate_degrees}")
-
-
-def model_kwargs(model: ModelConfig, method: Method) -> dict:
-    """MASSLNet arguments of a method. The pretraining rows carry no reconstruction decoder:
-    theirs belongs to the autoencoder run and would stay untrained here."""
-    trains_reconstruction = STRATEGY_CLASSES[method.strategy].trains_reconstruction
-    return {"spatial_dims": model.spatial_dims, "in_channels": model.in_channels, "channels": list(model.channels),
-            "downsample": model.downsample, "rec_channels": method.rec_channels if trains_reconstruction else 0,
-            "segmentation": method.strategy != "autoencoder"}
-
-
-def resolve_run(config: dict, dataset: str, setting: str, method_id: str, rep: int, out,
+def resolve_run(config: dict, dataset: str, setting: str, method_id: str, rep: int, out, *, split, cases,
                 autoencoder=None) -> RunSpec:
+    """The run of `method_id` on `dataset`/`setting`/`rep`, trained on the split file `split`
+    and the preprocessed cases `cases` (their cases.tsv); `config` is resolved first unless it
+    is already. Its training and model sections are the dataset's effective ones."""
     try:
         method = get_method(method_id)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    training, model = effective_sections(config, dataset)
+    config = resolved(config)
+    entry = dataset_entry(config, dataset)
+    training, model = train_config(entry["training"]), model_config(entry["model"])
     if method.needs_autoencoder and autoencoder is None:
         raise ConfigError(f"method {method.id} needs --autoencoder (the run folder of `--method autoencoder`)")
     return RunSpec(config=config, dataset=dataset, setting=setting, method=method, rep=int(rep), out=Path(out),
-                   training=training, model=model, results_dir=Path(config.get("results_dir", "results")),
+                   training=training, model=model, split_path=Path(split), store_path=Path(cases),
                    autoencoder=Path(autoencoder) if autoencoder is not None and method.needs_autoencoder else None)
 
 
@@ -206,7 +166,7 @@ def train_run(spec: RunSpec, device: str = "auto", on_iteration=None) -> dict:
     summary["wall_seconds"] = round(result.train_seconds + time.perf_counter() - eval_started, 3)
 
     atomic_write_json(spec.out / "provenance.json", provenance(
-        seed=spec.seed, device=str(dev), device_name=_device_name(dev), torch_threads=torch.get_num_threads(),
+        seed=spec.seed, device=str(dev), device_name=device_name(dev), torch_threads=torch.get_num_threads(),
         config=spec.config, wall_seconds=round(time.perf_counter() - started, 3),
         train_seconds=round(result.train_seconds, 3)))
     atomic_write_json(spec.out / "summary.json", _json_safe(summary))
@@ -261,8 +221,8 @@ def build_trainer(spec: RunSpec, split: dict, store: CaseStore, device: torch.de
     _check_cases(spec, labeled, unlabeled)
 
     seed_everything(spec.seed)
-    kwargs = model_kwargs(spec.model, spec.method)
-    model = set_cpu_conv3d(MASSLNet(**kwargs), spec.training.cpu_conv3d)
+    model = set_cpu_conv3d(build_model(spec.model, spec.method), spec.training.cpu_conv3d)
+    kwargs = model.kwargs
     autoencoder_meta = load_pretrained_encoder(model, spec) if spec.method.needs_autoencoder else None
     model.to(device).train()
     strategy = make_strategy(model, spec.method, spec.training, amp_dtype)
@@ -318,118 +278,20 @@ def _check_cases(spec: RunSpec, labeled: list, unlabeled: list) -> None:
 
 
 def _model_meta(spec: RunSpec, kwargs: dict, result: TrainResult, autoencoder_meta: dict | None) -> dict:
-    paths = {"split": str(spec.split_path), "preprocessed": str(spec.store_path),
+    paths = {"split": str(spec.split_path), "preprocessed": str(spec.store_path.parent), "cases": str(spec.store_path),
              "autoencoder": str(spec.autoencoder) if spec.autoencoder is not None else None}
     return {**spec.identity, "status": result.status, "seed": spec.seed, "best_iteration": result.best_iteration,
             "iterations": result.iterations, "model_kwargs": kwargs, "training": as_dict(spec.training),
             "model": as_dict(spec.model), "config": spec.config, "paths": paths,
-            "format": spec.config["datasets"][spec.dataset].get("format"),
+            "format": spec.config["datasets"][spec.dataset]["format"],
             "data_source": spec.data_source, "scale": spec.config.get("scale"),
             "autoencoder_best_iteration": autoencoder_meta.get("best_iteration") if autoencoder_meta else None}
-
-
-# Test-set scoring ------------------------------------------------------------------------------
-
-def score_test_cases(model, store: CaseStore, case_ids: list[str], spec: RunSpec, device, amp_dtype,
-                     status: str, with_example: bool = True) -> tuple[list[dict], dict]:
-    """Per-scan Dice/HD95/AVD of the model on `case_ids` (NaN rows when the run diverged), and
-    (with `with_example`) the figure example: a mid-lesion slice of the first test scan with foreground."""
-    cfg = spec.training
-    with_foreground = (c for c in case_ids if np.any(np.asarray(store.label(c)) == 1))
-    example_case = next(with_foreground, case_ids[0] if case_ids else None) if with_example else None
-    rows, example = [], {}
-    started = time.perf_counter()
-    for k, case in enumerate(case_ids, 1):
-        metrics = dict.fromkeys(METRICS, float("nan"))
-        if status != "diverged" or case == example_case:
-            image, label = np.asarray(store.image(case)), np.asarray(store.label(case))
-            predicted = sliding_window_predict(model, image, cfg.patch_size, cfg.inference_overlap,
-                                               cfg.inference_batch, device, amp_dtype,
-                                               return_reconstruction=case == example_case)
-            prob, rec = predicted if case == example_case else (predicted, None)  # only the figure needs rec
-            if status != "diverged":
-                metrics = case_metrics(prob, label, store.spacing(case), cfg.threshold)
-            if case == example_case:
-                example = _example_slice(case, image, label, prob, rec)
-        rows.append({**spec.identity, "case_id": case, "site": store.site(case), **metrics, "status": status})
-        if k == len(case_ids) or k % max(1, len(case_ids) // 10) == 0:
-            log.info("tested %d/%d scans (%.1f s)", k, len(case_ids), time.perf_counter() - started)
-    return rows, example
-
-
-def _example_slice(case: str, image, label, prob, rec) -> dict:
-    """The foreground slice halfway through the lesion's z extent (the middle slice without one)."""
-    fg_slices = np.nonzero((label == 1).any(axis=(1, 2)))[0]
-    z = int(fg_slices[len(fg_slices) // 2]) if len(fg_slices) else image.shape[0] // 2
-    example = {"case_id": np.array(case), "slice_index": np.array(z), "image": image[z].astype(np.float32),
-               "label": label[z].astype(np.uint8), "prob": prob[z].astype(np.float32)}
-    if rec is not None:
-        example["rec"] = rec[:, z].astype(np.float32)
-    return example
-
-
-def evaluate_run(run: str | Path, config: dict, device: str = "auto") -> dict:
-    """Re-score a finished run's best model on its split's test scans; rewrites per_case.tsv and
-    the test fields of summary.json. Returns the updated summary. per_case_final.tsv stays as
-    training wrote it: model.pt keeps the best weights only."""
-    run = Path(run)
-    dev = pick_device(device)
-    model, meta = load_model(run / "model.pt", dev)
-    model.eval()
-    if meta["method"] == "autoencoder":
-        raise ConfigError(f"{run}: autoencoder runs have no test evaluation (their score is the validation MSE)")
-    spec = resolve_run({**meta["config"], "results_dir": config.get("results_dir", "results")}, meta["dataset"],
-                       meta["setting"], meta["method"], meta["rep"], run, autoencoder=meta["paths"]["autoencoder"])
-    spec.training = train_config(meta["training"])  # score exactly as the run was trained
-    set_cpu_conv3d(model, spec.training.cpu_conv3d)
-    summary_path = run / "summary.json"
-    try:
-        summary = json.loads(summary_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{summary_path}: cannot read the run summary ({exc})") from None
-    split, store = load_split(spec.split_path), CaseStore(spec.store_path)
-    amp_dtype = autocast_dtype(spec.training.amp, dev)
-    rows, example = score_test_cases(model, store, split["test"], spec, dev, amp_dtype, meta["status"])
-    write_case_table(run / "per_case.tsv", rows)
-    write_example(run / "examples.npz", example)
-    summary.update(n_test=len(rows), mean_dice=_nanmean([r["dice"] for r in rows]))
-    atomic_write_json(summary_path, _json_safe(summary))
-    return summary
 
 
 # Files -----------------------------------------------------------------------------------------
 
 def write_train_log(path, rows: list[dict]) -> None:
-    _write_tsv(path, LOG_COLUMNS, rows)
-
-
-def write_case_table(path, rows: list[dict]) -> None:
-    _write_tsv(path, CASE_COLUMNS, rows)
-
-
-def _write_tsv(path, columns, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows([[_cell(row[c]) for c in columns] for row in rows])
-    atomic_write_text(path, buffer.getvalue())
-
-
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return "NaN" if math.isnan(value) else f"{value:.6g}"
-    return str(value)
-
-
-def write_example(path, example: dict) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: savez adds no suffix
-        np.savez_compressed(fh, **example)
-
-
-def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    write_tsv(path, LOG_COLUMNS, rows)
 
 
 def _fmt(value: float | None) -> str:
@@ -448,31 +310,17 @@ def _json_safe(obj: dict) -> dict:
 
 # CLI -------------------------------------------------------------------------------------------
 
-def _set_threads(threads: int | None) -> None:
-    if threads is not None:
-        if threads <= 0:
-            raise ConfigError(f"--threads must be > 0, got {threads}")
-        torch.set_num_threads(threads)
-
-
 def cli_train(args) -> int:
-    _set_threads(args.threads)
-    config = load_config(args.config)
+    set_threads(args.threads)
+    config = resolved(load_config(args.config))
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     if len(methods) > 1 and "{method}" not in args.out:
         raise ConfigError(f"--out {args.out!r} must contain {{method}} when --method lists several methods")
     # resolve every run first, so a typo in the last method fails before the first one trains
     specs = [resolve_run(config, args.dataset, args.setting, method, args.rep, args.out.replace("{method}", method),
-                         autoencoder=args.autoencoder) for method in methods]
+                         split=args.split, cases=args.cases, autoencoder=args.autoencoder) for method in methods]
     for index, spec in enumerate(specs, 1):
         if len(specs) > 1:
             log.info("run %d/%d: %s", index, len(specs), spec.method.id)
         train_run(spec, device=args.device)
-    return 0
-
-
-def cli_evaluate(args) -> int:
-    _set_threads(args.threads)
-    summary = evaluate_run(args.run, load_config(args.config), device=args.device)
-    log.info("%s: mean test Dice %s over %d scans", args.run, _fmt(summary["mean_dice"]), summary["n_test"])
     return 0

@@ -19,8 +19,6 @@ from dataclasses import asdict, dataclass
 
 from massl.config import TrainConfig
 
-STOP_REASONS = ("plateau", "budget", "diverged")
-
 
 @dataclass
 class StoppingRule:

@@ -16,7 +16,6 @@ The reconstruction mode of the method picks plain MSE or the attention loss of E
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -26,7 +25,8 @@ from torch.optim import Adam
 from torch.optim.lr_scheduler import StepLR
 
 from massl.config import TrainConfig
-from massl.losses import (
+from massl.device import autocast
+from massl.model.losses import (
     attention_reconstruction_loss,
     binary_cross_entropy,
     reconstruction_mse,
@@ -59,7 +59,6 @@ class Batch:
 class Strategy:
     uses_labeled = True
     uses_unlabeled = False
-    trains_reconstruction = False
 
     def __init__(self, model: nn.Module, method: Method, cfg: TrainConfig, amp_dtype: torch.dtype | None = None):
         self.model, self.method, self.cfg = model, method, cfg
@@ -102,10 +101,7 @@ class Strategy:
     # Shared pieces -----------------------------------------------------------------------------
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        device_type = next(self.model.parameters()).device.type
-        return torch.autocast(device_type=device_type, dtype=self.amp_dtype)
+        return autocast(next(self.model.parameters()).device, self.amp_dtype)
 
     def _params(self, *modules: nn.Module) -> list[nn.Parameter]:
         return [p for module in modules for p in module.parameters()]
@@ -173,7 +169,6 @@ class FrozenEncoder(Supervised):
 class Autoencoder(Strategy):
     uses_labeled = False
     uses_unlabeled = True
-    trains_reconstruction = True
 
     def parameter_groups(self):
         return {"rec": (self._params(self.model.encoder, self.model.rec_decoder), self.cfg.lr_reconstruction)}
@@ -195,7 +190,6 @@ class Joint(Strategy):
     """
 
     uses_unlabeled = True
-    trains_reconstruction = True
 
     def parameter_groups(self):
         return {"joint": (list(self.model.parameters()), self.cfg.lr_joint)}
@@ -227,7 +221,6 @@ class Alternating(Strategy):
     images' own forward pass (the released code used the labeled batch's, SPEC section 8)."""
 
     uses_unlabeled = True
-    trains_reconstruction = True
 
     def parameter_groups(self):
         m = self.model

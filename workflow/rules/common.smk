@@ -1,28 +1,27 @@
-"""Config validation, the experiment grid and the path helpers every rule uses.
+"""The resolved config, the experiment grid and the path helpers every rule uses.
 
-The config is validated against the schema (which also fills defaults), the real-data
-overrides (`brats18_dir`, `wmh17_dir`) are applied, and every split is checked for feasibility
-before any job starts. The resolved config is written to <results_dir>/config.json, which
-every `massl` call reads, when a run starts (`onstart`, under Snakemake's lock, never by a dry
-run). It is not an input of the rules; each names the config values it depends on in a
-`params` fingerprint instead, so a config change reruns exactly the jobs it affects, and a
-rerun with nothing changed does no work.
+The workflow talks to the library only through the `massl` CLI. The config is validated
+against the schema (which fills the workflow's own defaults); `massl config` then resolves it
+(library defaults, per-dataset sections, the real-data folders, the grid's feasibility checks)
+and the resolved config replaces Snakemake's. It is written to <results_dir>/config.json, which
+every `massl` and `analysis` call reads, when a run starts (`onstart`, under Snakemake's lock,
+never by a dry run). It is not an input of the rules; each names the config values it depends
+on in a `params` fingerprint instead, so a config change reruns exactly the jobs it affects,
+and a rerun with nothing changed does no work.
+
+This file is the one place that knows the results layout (docs/architecture.md): every rule
+passes the paths it reads and writes to the library as arguments.
 """
 
 import json
 import os
-import re
+import subprocess
 from pathlib import Path
 
 from jsonschema import ValidationError
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from massl.allocator import shell_prefix
-from massl.errors import ConfigError
-from massl.io import atomic_path, atomic_write_json
-
-SETTING_NAME = re.compile(r"^(\d+)L(\d+)U$")
 # Synthetic data: format -> dataset root inside the `massl synth` folder (docs/architecture.md).
 SYNTHETIC_LAYOUT_ROOT = {"brats18": "MICCAI_BraTS_2018_Data_Training", "wmh17": ""}
 # Tables 1 and 2 of the paper; any other dataset key gets a table of its own name.
@@ -31,13 +30,8 @@ TABLE_CAPTION = {
     "brats18": "Dice of the whole-tumor segmentation on BraTS 2018 (mean over test scans and repetitions)",
     "wmh17": "Dice of the white-matter-hyperintensity segmentation on WMH 2017 (mean over test scans and repetitions)",
 }
-PRETRAINING_METHODS = ("pretrain_dec", "pretrain_cnn")
-ATTENTION_METHODS = ("massl_l07", "massl_l09", "massl_alter")
+# The rows the paper's example figure shows (Fig. 2), whichever of them are run.
 EXAMPLE_METHODS = ("cnn", "mssl_alter", "massl_alter")
-# The allocator of the torch processes (MASSL_ALLOCATOR, massl.allocator: faster large steps, same
-# results): tcmalloc is preloaded by `{params.preload}` before their shell commands; glibc-tuned
-# needs no prefix (`massl` applies it itself).
-PRELOAD = shell_prefix()
 
 
 def validate_config(cfg):
@@ -52,81 +46,20 @@ def validate_config(cfg):
         allowed = ""
         if cause.validator == "additionalProperties":  # name the keys that are allowed there
             allowed = f"; allowed: {', '.join(cause.schema.get('properties', {}))}"
-        raise ConfigError(f"config key '{where}': {cause.message}{allowed}") from None
+        raise WorkflowError(f"config key '{where}': {cause.message}{allowed}") from None
 
 
-def apply_data_dirs(cfg):
-    """`--config brats18_dir=PATH wmh17_dir=PATH` select the real data of those datasets."""
-    for key in ("brats18", "wmh17"):
-        path = cfg[f"{key}_dir"]
-        if path is None:
-            continue
-        if key not in cfg["datasets"]:
-            raise ConfigError(f"config key '{key}_dir' is set but 'datasets' has no '{key}' entry")
-        cfg["datasets"][key]["root"] = str(path)
-
-
-def setting_counts(dataset, name, counts):
-    match = SETTING_NAME.match(name)
-    if [int(match[1]), int(match[2])] != list(counts):
-        raise ConfigError(
-            f"config key 'datasets.{dataset}.settings.{name}': counts {list(counts)} do not match "
-            f"the name (expected [{match[1]}, {match[2]}])"
-        )
-    return counts
-
-
-def n_split_cases(split):
-    """Cases a split needs: pool + test + validation (at least one validation scan)."""
-    return split["pool"] + split["test"] + (split["validation"] or 1)
-
-
-def check_dataset(name, ds):
-    key = f"datasets.{name}"
-    if ds["root"] is not None and not Path(ds["root"]).is_dir():
-        raise ConfigError(f"config key '{key}.root': folder {ds['root']} not found")
-    if ds["root"] is None:
-        if ds["format"] not in SYNTHETIC_LAYOUT_ROOT:
-            raise ConfigError(f"config key '{key}.root': format {ds['format']} has no synthetic data; give a folder")
-        for field in ("n_cases", "shape"):
-            if field not in ds["synthetic"]:
-                raise ConfigError(f"config key '{key}.synthetic.{field}' is required for synthetic data (root: null)")
-    split = ds["split"]
-    for setting, counts in ds["settings"].items():
-        labeled, unlabeled = setting_counts(name, setting, counts)
-        if max(labeled, unlabeled) > split["pool"]:
-            raise ConfigError(
-                f"config key '{key}.settings.{setting}': {labeled} labeled / {unlabeled} unlabeled "
-                f"cannot be drawn from a training pool of {split['pool']} ('{key}.split.pool')"
-            )
-    if ds["root"] is None and n_split_cases(split) > ds["synthetic"]["n_cases"]:
-        raise ConfigError(
-            f"config key '{key}.split': pool {split['pool']} + test {split['test']} + validation "
-            f"{split['validation'] or 1} needs {n_split_cases(split)} cases, but "
-            f"'{key}.synthetic.n_cases' is {ds['synthetic']['n_cases']}"
-        )
-
-
-def check_grid(cfg):
-    for name, ds in cfg["datasets"].items():
-        check_dataset(name, ds)
-    for role in ("reference", "best"):
-        if cfg["stats"][role] not in cfg["methods"]:
-            raise ConfigError(f"config key 'stats.{role}': {cfg['stats'][role]} is not one of 'methods'")
-    probe = cfg["probe"]
-    if probe["dataset"] not in cfg["datasets"]:
-        raise ConfigError(f"config key 'probe.dataset': no dataset {probe['dataset']!r} in 'datasets'")
-    missing = sorted(set(probe["methods"]) - set(cfg["methods"]))
-    if missing:
-        raise ConfigError(f"config key 'probe.methods': {', '.join(missing)} not in 'methods'")
-    test = cfg["datasets"][probe["dataset"]]["split"]["test"]
-    if probe["n_images"] > test:
-        raise ConfigError(f"config key 'probe.n_images': {probe['n_images']} > the {test} test scans of {probe['dataset']}")
+def massl(*args, stdin=None):
+    """Stdout of `massl ARGS`; its error message (which names the bad key or file) becomes the
+    workflow's."""
+    done = subprocess.run(["massl", *args], input=stdin, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise WorkflowError(done.stderr.strip() or f"massl {args[0]} failed (exit code {done.returncode})")
+    return done.stdout
 
 
 validate_config(config)
-apply_data_dirs(config)
-check_grid(config)
+config.update(json.loads(massl("config", "--in", "-", stdin=json.dumps(config))))
 
 RESULTS = config["results_dir"]
 CONFIG_JSON = f"{RESULTS}/config.json"
@@ -134,21 +67,20 @@ DATASETS = list(config["datasets"])
 METHODS = config["methods"]
 REPS = list(range(1, config["repetitions"] + 1))
 PAPER_VALUES = str(Path(workflow.basedir) / "config" / "paper_values.tsv")  # Tables 1-3 as printed
-
-
-def write_resolved_config():
-    """Rewritten only when its content changes, so its age says when the config last changed."""
-    path = Path(CONFIG_JSON)
-    try:
-        if json.loads(path.read_text()) == config:
-            return
-    except (OSError, ValueError):
-        pass  # absent or damaged: (re)write it
-    atomic_write_json(path, config)
+LIBRARY = config["library"]  # the method table and the setting-name pattern (massl describe)
+AUTOENCODER = LIBRARY["autoencoder"]["id"]
+PRETRAINING_METHODS = [m["id"] for m in LIBRARY["method_table"] if m["needs_autoencoder"]]
+ATTENTION_METHODS = [m["id"] for m in LIBRARY["method_table"] if m["reconstruction"] == "attention"]
+# The allocator of the torch processes (MASSL_ALLOCATOR, `massl allocator`: faster large steps,
+# same results): tcmalloc is preloaded by `{params.preload}` before their shell commands;
+# glibc-tuned needs no prefix (`massl` applies it itself).
+PRELOAD = massl("allocator", "--shell-prefix").strip()
+PRELOAD = f"{PRELOAD} " if PRELOAD else ""
 
 
 onstart:
-    write_resolved_config()
+    # Rewritten only when its content changes, so its age says when the config last changed.
+    massl("config", "--in", "-", "--out", CONFIG_JSON, stdin=json.dumps(config))
 
 
 # --- the grid ---------------------------------------------------------------------------
@@ -181,27 +113,12 @@ def dataset_runs(name, methods=None):
     ]
 
 
-def probe_setting():
-    """probe.setting if the probe dataset has it, else the setting with the nearest labeled count."""
-    wanted = config["probe"]["setting"]
-    names = settings(config["probe"]["dataset"])
-    if wanted in names:
-        return wanted
-    labeled = int(SETTING_NAME.match(wanted)[1])
-    return min(names, key=lambda s: abs(int(SETTING_NAME.match(s)[1]) - labeled))
-
-
 def results_table(name):
     return RESULTS_TABLE.get(name, f"table_{name}")
 
 
 def dataset_of_table(table):
     return next(d for d in DATASETS if results_table(d) == table)
-
-
-def effective_section(name, section):
-    """The `training`/`model` section for one dataset: global values updated with its overrides."""
-    return {**config[section], **dataset(name)[section]}
 
 
 def fingerprint(obj):
@@ -267,8 +184,8 @@ def split_fingerprint(wildcards):
 def train_fingerprint(wildcards):
     return fingerprint(
         {
-            "training": effective_section(wildcards.dataset, "training"),
-            "model": effective_section(wildcards.dataset, "model"),
+            "training": dataset(wildcards.dataset)["training"],  # resolved: global + the dataset's own
+            "model": dataset(wildcards.dataset)["model"],
             "device": train_device(wildcards),
             "scale": config["scale"],
         }
@@ -284,7 +201,7 @@ def probe_device(wildcards):
 
 
 def autoencoder_run(wildcards):
-    return run_dir(wildcards.dataset, wildcards.setting, "autoencoder", wildcards.rep)
+    return run_dir(wildcards.dataset, wildcards.setting, AUTOENCODER, wildcards.rep)
 
 
 def autoencoder_model(wildcards):
@@ -293,6 +210,11 @@ def autoencoder_model(wildcards):
     return f"{autoencoder_run(wildcards)}/model.pt"
 
 
+# What every training and probe job of a run reads: its dataset's cases and its repetition's split.
+RUN_INPUTS = {
+    "cases": f"{RESULTS}/preprocessed/{{dataset}}/cases.tsv",
+    "split": f"{RESULTS}/splits/{{dataset}}/rep{{rep}}.json",
+}
 SETTING_JOB = "all_methods"  # the method part of a `train_job: setting` job's log and benchmark paths
 
 
@@ -300,19 +222,37 @@ def setting_job_methods():
     """What one `train_job: setting` job trains, in order: the shared autoencoder first when a
     pretraining method needs it, then the methods."""
     needs_autoencoder = any(m in PRETRAINING_METHODS for m in METHODS)
-    return (["autoencoder"] if needs_autoencoder else []) + list(METHODS)
+    return ([AUTOENCODER] if needs_autoencoder else []) + list(METHODS)
 
 
 def setting_run_files(name, with_autoencoder=False):
     """Output `name` of every run a `train_job: setting` job trains (wildcards left in)."""
-    methods = [m for m in setting_job_methods() if with_autoencoder or m != "autoencoder"]
+    methods = [m for m in setting_job_methods() if with_autoencoder or m != AUTOENCODER]
     return [f"{RESULTS}/runs/{{dataset}}/{{setting}}/{m}/rep{{rep}}/{name}" for m in methods]
 
 
 def autoencoder_arg(wildcards):
     if wildcards.method not in PRETRAINING_METHODS:
         return ""
-    return f"--autoencoder {autoencoder_run(wildcards)}"
+    return f"--autoencoder {autoencoder_run(wildcards)} "  # TRAIN_COMMAND leaves the space to it
+
+
+def train_params(methods, out, autoencoder):
+    """The parameters of the training rules' one command (TRAIN_COMMAND in train.smk)."""
+    return {"config": CONFIG_JSON, "preload": PRELOAD, "methods": methods, "out": out,
+            "autoencoder": autoencoder, "device": train_device, "rerun_when": train_fingerprint}
+
+
+def run_files(method, names):
+    """{name without extension: path} of a run's files `names` (wildcards left in)."""
+    return {name.split(".")[0]: f"{RESULTS}/runs/{{dataset}}/{{setting}}/{method}/rep{{rep}}/{name}" for name in names}
+
+
+def train_resources(runs=1):
+    """Resources of a training job that trains `runs` runs one after the other."""
+    res = config["resources"]["train"]
+    return {"mem_mb": scaled_by_attempt("train", "mem_mb"), "runtime": scaled_by_attempt("train", "runtime", runs),
+            "gpu": res["gpu"], "gpu_model": gpu_model("train")}
 
 
 def scaled_by_attempt(kind, key, runs=1):
@@ -338,6 +278,10 @@ def dataset_summaries(wildcards):
 
 def dataset_cases(wildcards):
     return [f"{run}/per_case.tsv" for run in dataset_runs(wildcards.dataset)]
+
+
+def dataset_train_logs(wildcards):
+    return [f"{run}/train_log.tsv" for run in dataset_runs(wildcards.dataset)]
 
 
 def dataset_run_dirs(wildcards):
@@ -373,7 +317,7 @@ def test_train_ratio(wildcards):
 
 
 def probe_files():
-    name, setting = config["probe"]["dataset"], probe_setting()
+    name, setting = config["probe"]["dataset"], config["probe"]["setting"]
     return [
         f"{RESULTS}/probe/{name}/{setting}/{m}/rep{r}.tsv"
         for m in config["probe"]["methods"]
@@ -399,44 +343,14 @@ def table_caption(wildcards):
     return TABLE_CAPTION.get(name, f"Dice on {name} (mean over test scans and repetitions)")
 
 
-def probe_caption():
-    return (
-        f"R² ({config['probe'].get('score', 'held_out').replace('_', '-')}) of a linear regression from each "
-        f"encoder level's features to the down-sampled ground truth ({config['probe']['dataset']}, "
-        f"{probe_setting()}): mean over {config['probe']['n_draws']} draws of "
-        f"{config['probe']['n_images']} test images and {len(REPS)} repetitions (variance: "
-        f"{PROBE_VARIANCE[config['probe'].get('variance', 'within')]})"
-    )
-
-
-PROBE_VARIANCE = {"within": "over the draws within a repetition, averaged over repetitions",
-                  "pooled": "over all draws of all repetitions"}
-
-
 def benchmark_files():
     """Per-job timings of every training and probe job of the grid."""
     jobs = [SETTING_JOB] if config["train_job"] == "setting" else setting_job_methods()
     trained = [(d, s, m, r) for d in DATASETS for s in settings(d) for m in jobs for r in REPS]
-    probed = [(config["probe"]["dataset"], probe_setting(), m, r) for m in config["probe"]["methods"] for r in REPS]
+    probed = [(config["probe"]["dataset"], config["probe"]["setting"], m, r) for m in config["probe"]["methods"] for r in REPS]
     return [f"{RESULTS}/benchmarks/train/{d}/{s}/{m}/rep{r}.tsv" for d, s, m, r in trained] + [
         f"{RESULTS}/benchmarks/probe/{d}/{s}/{m}/rep{r}.tsv" for d, s, m, r in probed
     ]
-
-
-def merge_benchmarks(paths, out):
-    """One row per job (stage, dataset, setting, method, rep + Snakemake's benchmark columns):
-    the wall time and peak memory of the grid, e.g. to estimate its GPU-hours."""
-    import pandas as pd
-
-    rows = []
-    for path in paths:
-        stage, name, setting, method, rep = Path(path).with_suffix("").parts[-5:]
-        row = pd.read_csv(path, sep="\t").iloc[[-1]]
-        rows.append(row.assign(stage=stage, dataset=name, setting=setting, method=method, rep=rep[3:]))
-    table = pd.concat(rows, ignore_index=True)
-    first = ["stage", "dataset", "setting", "method", "rep"]
-    with atomic_path(out) as tmp:
-        table[first + [c for c in table.columns if c not in first]].to_csv(tmp, sep="\t", index=False)
 
 
 def figure_files(stem):

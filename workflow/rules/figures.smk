@@ -13,18 +13,20 @@ rule figure_dice:
         ),
         pdf=f"{RESULTS}/figures/dice_{{dataset}}.pdf",
     params:
+        config=CONFIG_JSON,
         out=output_stem,
     conda:
         "../../environment.yml"
     log:
         f"{RESULTS}/logs/figures/dice_{{dataset}}.log",
     shell:
-        "python -m analysis.figures dice --cases {input} --out {params.out} > {log} 2>&1"
+        "python -m analysis.figures dice --config {params.config} --cases {input} --out {params.out} > {log} 2>&1"
 
 
 rule figure_curves:
     input:
-        dataset_summaries,
+        summaries=dataset_summaries,
+        train_logs=dataset_train_logs,
     output:
         png=report(
             f"{RESULTS}/figures/curves_{{dataset}}.png",
@@ -33,6 +35,7 @@ rule figure_curves:
         ),
         pdf=f"{RESULTS}/figures/curves_{{dataset}}.pdf",
     params:
+        config=CONFIG_JSON,
         runs=dataset_run_dirs,
         out=output_stem,
     conda:
@@ -40,7 +43,7 @@ rule figure_curves:
     log:
         f"{RESULTS}/logs/figures/curves_{{dataset}}.log",
     shell:
-        "python -m analysis.figures curves --runs {params.runs} --out {params.out} > {log} 2>&1"
+        "python -m analysis.figures curves --config {params.config} --runs {params.runs} --out {params.out} > {log} 2>&1"
 
 
 rule figure_examples:
@@ -54,6 +57,7 @@ rule figure_examples:
         ),
         pdf=f"{RESULTS}/figures/examples_{{dataset}}.pdf",
     params:
+        config=CONFIG_JSON,
         runs=example_run_dirs,
         methods=example_methods,
         out=output_stem,
@@ -62,7 +66,7 @@ rule figure_examples:
     log:
         f"{RESULTS}/logs/figures/examples_{{dataset}}.log",
     shell:
-        "python -m analysis.figures examples --runs {params.runs} --methods {params.methods} "
+        "python -m analysis.figures examples --config {params.config} --runs {params.runs} --methods {params.methods} "
         "--out {params.out} > {log} 2>&1"
 
 
@@ -77,6 +81,7 @@ rule figure_reconstructions:
         ),
         pdf=f"{RESULTS}/figures/reconstructions_{{dataset}}.pdf",
     params:
+        config=CONFIG_JSON,
         runs=attention_run_dirs,
         out=output_stem,
     conda:
@@ -84,7 +89,7 @@ rule figure_reconstructions:
     log:
         f"{RESULTS}/logs/figures/reconstructions_{{dataset}}.log",
     shell:
-        "python -m analysis.figures reconstructions --runs {params.runs} --out {params.out} > {log} 2>&1"
+        "python -m analysis.figures reconstructions --config {params.config} --runs {params.runs} --out {params.out} > {log} 2>&1"
 
 
 rule figure_probe:
@@ -98,10 +103,11 @@ rule figure_probe:
         ),
         pdf=f"{RESULTS}/figures/probe_r2.pdf",
     params:
+        config=CONFIG_JSON,
         out=output_stem,
     conda:
         "../../environment.yml"
     log:
         f"{RESULTS}/logs/figures/probe_r2.log",
     shell:
-        "python -m analysis.figures probe --table {input} --out {params.out} > {log} 2>&1"
+        "python -m analysis.figures probe --config {params.config} --table {input} --out {params.out} > {log} 2>&1"

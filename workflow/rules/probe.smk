@@ -4,6 +4,8 @@
 rule probe:
     input:
         model=f"{RESULTS}/runs/{{dataset}}/{{setting}}/{{method}}/rep{{rep}}/model.pt",
+        summary=f"{RESULTS}/runs/{{dataset}}/{{setting}}/{{method}}/rep{{rep}}/summary.json",
+        **RUN_INPUTS,
     output:
         f"{RESULTS}/probe/{{dataset}}/{{setting}}/{{method}}/rep{{rep}}.tsv",
     params:
@@ -25,5 +27,6 @@ rule probe:
         gpu=config["resources"]["probe"]["gpu"],
         gpu_model=gpu_model("probe"),
     shell:
-        "{params.preload}massl probe --config {params.config} --run {params.run} --out {output} "
+        "{params.preload}massl probe --config {params.config} --run {params.run} --split {input.split} "
+        "--cases {input.cases} --out {output} "
         "--threads {threads} --device {params.device} > {log} 2>&1"

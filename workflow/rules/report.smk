@@ -16,7 +16,7 @@ rule replication_report:
     params:
         config=CONFIG_JSON,
         out=output_folder,
-        rerun_when=fingerprint([config["replication"], config["stats"], config["probe"].get("variance", "within")]),
+        rerun_when=fingerprint([config["replication"], config["stats"], config["probe"]["variance"]]),
     conda:
         "../../environment.yml"
     log:
@@ -31,8 +31,9 @@ rule benchmark_summary:
         benchmark_files(),
     output:
         report(f"{RESULTS}/benchmarks/summary.tsv", caption="../report/benchmarks.rst", category="Cost"),
+    conda:
+        "../../environment.yml"
     log:
         f"{RESULTS}/logs/benchmark_summary.log",
-    run:
-        merge_benchmarks(input, output[0])
-        Path(log[0]).write_text(f"{len(input)} job timings -> {output[0]}\n")
+    shell:
+        "python -m analysis.costs --jobs {input} --out {output} > {log} 2>&1"

@@ -7,14 +7,13 @@ rule stats:
     output:
         f"{RESULTS}/stats/{{dataset}}.tsv",
     params:
+        config=CONFIG_JSON,
         ratio=test_train_ratio,
-        alpha=config["stats"]["alpha"],
-        reference=config["stats"]["reference"],
-        best=config["stats"]["best"],
+        rerun_when=fingerprint(config["stats"]),
     conda:
         "../../environment.yml"
     log:
         f"{RESULTS}/logs/stats/{{dataset}}.log",
     shell:
-        "python -m analysis.stats --cases {input} --out {output} --test-train-ratio {params.ratio} "
-        "--alpha {params.alpha} --reference {params.reference} --best {params.best} > {log} 2>&1"
+        "python -m analysis.stats --config {params.config} --cases {input} --out {output} "
+        "--test-train-ratio {params.ratio} > {log} 2>&1"

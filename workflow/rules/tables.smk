@@ -14,6 +14,7 @@ rule table_results:
         ),
         multiext(f"{RESULTS}/tables/{{table}}_extended", ".md", ".tex"),
     params:
+        config=CONFIG_JSON,
         prefix=output_stem,
         caption=table_caption,
         methods=",".join(METHODS),
@@ -25,7 +26,7 @@ rule table_results:
     wildcard_constraints:
         table="|".join(results_table(d) for d in DATASETS),
     shell:
-        "python -m analysis.tables results --stats {input} --out-prefix {params.prefix} "
+        "python -m analysis.tables results --config {params.config} --stats {input} --out-prefix {params.prefix} "
         "--caption {params.caption:q} --methods {params.methods} --settings {params.settings} > {log} 2>&1"
 
 
@@ -36,13 +37,13 @@ rule table_probe:
         report(f"{RESULTS}/tables/table3.csv", caption="../report/table_probe.rst", category="Tables"),
         multiext(f"{RESULTS}/tables/table3", ".md", ".tex"),
     params:
+        config=CONFIG_JSON,
         prefix=output_stem,
-        caption=probe_caption(),
-        variance=config["probe"].get("variance", "within"),
+        rerun_when=fingerprint([config["probe"], config["repetitions"]]),  # the caption states them
     conda:
         "../../environment.yml"
     log:
         f"{RESULTS}/logs/tables/table3.log",
     shell:
-        "python -m analysis.tables probe --probe-files {input} --out-prefix {params.prefix} "
-        "--caption {params.caption:q} --variance {params.variance} > {log} 2>&1"
+        "python -m analysis.tables probe --config {params.config} --probe-files {input} "
+        "--out-prefix {params.prefix} > {log} 2>&1"

@@ -23,6 +23,8 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
+from massl.config import CHOICES
+
 aten = torch.ops.aten
 _ONES, _ZEROS = [1, 1, 1], [0, 0, 0]
 
@@ -95,25 +97,27 @@ def conv3d(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 class Conv3d(nn.Conv3d):
-    """`nn.Conv3d` (same parameters and state dict) that takes `conv3d` where it applies and
-    `onednn` is on; `onednn = False` gives PyTorch's own kernel choice (`set_cpu_conv3d`)."""
-
-    onednn = True
+    """`nn.Conv3d` (same parameters and state dict) that takes `conv3d` where it applies.
+    `set_cpu_conv3d` turns a model's `nn.Conv3d` layers into these and back."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.onednn and applies(x, self):
+        if applies(x, self):
             return conv3d(x, self.weight, self.bias)
         return super().forward(x)
 
 
 def set_cpu_conv3d(model: nn.Module, mode: str) -> nn.Module:
-    """Apply `training.cpu_conv3d` to every `Conv3d` of `model`: "onednn" = `conv3d`,
-    "torch" = PyTorch's own kernel choice."""
-    if mode not in ("onednn", "torch"):
-        raise ValueError(f"cpu_conv3d must be 'onednn' or 'torch', got {mode!r}")
+    """Apply `training.cpu_conv3d` to every 3D convolution of `model`, in place: "onednn" makes
+    each `nn.Conv3d` a `Conv3d` (`conv3d` where it applies), "torch" makes them plain
+    `nn.Conv3d` again (PyTorch's own kernel choice). Parameters, buffers and the state dict
+    stay as they are: only the layers' class changes."""
+    allowed = CHOICES["training"]["cpu_conv3d"]
+    if mode not in allowed:
+        raise ValueError(f"cpu_conv3d must be one of {', '.join(allowed)}, got {mode!r}")
+    cls = Conv3d if mode == "onednn" else nn.Conv3d
     for module in model.modules():
-        if isinstance(module, Conv3d):
-            module.onednn = mode == "onednn"
+        if type(module) in (nn.Conv3d, Conv3d):
+            module.__class__ = cls
     return model
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-ATTENTION_GRAD = ("detach", "encoder")
+from massl.config import CHOICES
 
 
 def _per_sample_sum(x: Tensor) -> Tensor:
@@ -23,8 +23,6 @@ def _same_shape(name: str, a: Tensor, b: Tensor) -> None:
         raise ValueError(f"{name}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
 
 
-DICE_OVER = ("sample", "batch")
-
 
 def soft_dice_loss(
     prob: Tensor, target: Tensor, eps: float = 1e-4, mask: Tensor | None = None, over: str = "sample"
@@ -37,8 +35,8 @@ def soft_dice_loss(
     Dice per step): a 2D slice without foreground then still gets gradient against false
     positives, where its per-sample Dice is a constant 1 whatever the prediction.
     """
-    if over not in DICE_OVER:
-        raise ValueError(f"soft_dice_loss: over must be one of {DICE_OVER}, got {over!r}")
+    if over not in CHOICES["training"]["dice_over"]:
+        raise ValueError(f"soft_dice_loss: over must be one of {CHOICES['training']['dice_over']}, got {over!r}")
     _same_shape("soft_dice_loss", prob, target)
     target = target.to(prob.dtype)
     if mask is not None:
@@ -104,4 +102,4 @@ def segmentation_for_attention(model, feats: list[Tensor], attention_grad: str =
     if attention_grad == "encoder":
         frozen = {name: p.detach() for name, p in model.seg_decoder.named_parameters()}
         return torch.sigmoid(torch.func.functional_call(model.seg_decoder, frozen, (feats,)))
-    raise ValueError(f"attention_grad must be one of {ATTENTION_GRAD}, got {attention_grad!r}")
+    raise ValueError(f"attention_grad must be one of {CHOICES['training']['attention_grad']}, got {attention_grad!r}")

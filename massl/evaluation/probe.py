@@ -24,22 +24,14 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
 
-from massl.config import load_config
+from massl.config import CHOICES, PROBE_ANALYSIS_KEYS, PROBE_DEFAULTS, load_config, model_training, resolved
 from massl.data.store import CaseStore
-from massl.errors import ConfigError, DataError
-from massl.inference import pick_device
+from massl.errors import DataError
+from massl.device import pick_device, set_threads
 from massl.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-PROBE_DEFAULTS = {"n_images": 5, "n_draws": 5, "max_voxels": 200_000, "seed": 0,
-                  "score": "held_out", "min_samples_per_feature": 10, "variance": "within"}
-# Allowed values of the `probe` keys that are not counts.
-PROBE_CHOICES = {"score": ("held_out", "in_sample"), "variance": ("within", "pooled")}
-# Keys of the `probe` section that choose which runs the workflow probes, not how.
-RUN_SELECTION_KEYS = ("dataset", "setting", "methods")
-# Keys only the analysis reads (Table 3's bracket); `massl probe` checks but does not use them.
-ANALYSIS_KEYS = ("variance",)
 TSV_COLUMNS = ("level", "draw", "r2", "n_voxels", "n_features", "score", "reason")
 DIVERGED = "diverged"
 
@@ -150,8 +142,8 @@ def _samples(features, targets, max_voxels: int, seed: int) -> tuple[np.ndarray,
     return x, np.concatenate(y_parts).astype(np.float64), np.concatenate(group_parts)
 
 
-def probe_level(features: list[np.ndarray], targets: list[np.ndarray], score: str = "held_out",
-                max_voxels: int = PROBE_DEFAULTS["max_voxels"], seed: int = 0,
+def probe_level(features: list[np.ndarray], targets: list[np.ndarray], score: str = PROBE_DEFAULTS["score"],
+                max_voxels: int = PROBE_DEFAULTS["max_voxels"], seed: int = PROBE_DEFAULTS["seed"],
                 min_samples_per_feature: float = PROBE_DEFAULTS["min_samples_per_feature"]) -> dict:
     """R^2 of a linear regression from the voxels' feature vectors to their targets.
 
@@ -163,8 +155,8 @@ def probe_level(features: list[np.ndarray], targets: list[np.ndarray], score: st
     `min_samples_per_feature` samples per feature, held_out has a single image, or the target
     is constant (R^2 undefined); `reason` is "" when scored.
     """
-    if score not in PROBE_CHOICES["score"]:
-        raise ValueError(f"score must be one of {', '.join(PROBE_CHOICES['score'])}, got {score!r}")
+    if score not in CHOICES["probe"]["score"]:
+        raise ValueError(f"score must be one of {', '.join(CHOICES['probe']['score'])}, got {score!r}")
     x, y, groups = _samples(features, targets, max_voxels, seed)
     n_features = x.shape[1]
     if score == "in_sample":
@@ -199,9 +191,9 @@ def run_probe(
     model,
     store: CaseStore,
     test_cases,
-    n_images: int = 5,
-    n_draws: int = 5,
-    seed: int = 0,
+    n_images: int = PROBE_DEFAULTS["n_images"],
+    n_draws: int = PROBE_DEFAULTS["n_draws"],
+    seed: int = PROBE_DEFAULTS["seed"],
     device="cpu",
     max_voxels: int = PROBE_DEFAULTS["max_voxels"],
     score: str = PROBE_DEFAULTS["score"],
@@ -242,50 +234,11 @@ def run_probe(
     return rows
 
 
-def probe_options(section: dict | None) -> dict:
-    """The config's `probe` section with defaults filled in and values checked."""
-    options = dict(PROBE_DEFAULTS)
-    section = {k: v for k, v in (section or {}).items() if k not in RUN_SELECTION_KEYS}
-    unknown = sorted(set(section) - set(PROBE_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"unknown key(s) in 'probe': {', '.join(unknown)}; allowed: {', '.join(PROBE_DEFAULTS)}")
-    options.update(section)
-    for key, value in options.items():
-        if key in PROBE_CHOICES:
-            if value not in PROBE_CHOICES[key]:
-                raise ConfigError(f"probe.{key} must be one of {', '.join(PROBE_CHOICES[key])}, got {value!r}")
-            continue
-        minimum = 0 if key in ("seed", "min_samples_per_feature") else 1
-        number = (int, float) if key == "min_samples_per_feature" else int
-        if not isinstance(value, number) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(f"probe.{key} must be {'a number' if number != int else 'an integer'} >= {minimum}, "
-                              f"got {value!r}")
-    if options["score"] == "held_out" and options["n_images"] < 2:
-        raise ConfigError("probe.n_images must be >= 2 with probe.score: held_out (one image is held out of "
-                          f"each fit), got {options['n_images']}; use more images or probe.score: in_sample")
-    return options
-
-
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read JSON ({exc})") from exc
-
-
-def _data_paths(run: Path, meta: dict, dataset: str, rep: int) -> tuple[Path, Path]:
-    """Split file and preprocessed folder of a run: from the checkpoint's `paths` when recorded,
-    else from the results tree `results/runs/<dataset>/<setting>/<method>/rep<r>`."""
-    paths = meta.get("paths") or {}
-    if "split" in paths and "preprocessed" in paths:
-        return Path(paths["split"]), Path(paths["preprocessed"])
-    if len(run.parts) < 5 or run.parents[3].name != "runs":
-        raise DataError(
-            f"{run}: cannot locate the split and preprocessed data; expected a run folder "
-            "results/runs/<dataset>/<setting>/<method>/rep<r> or paths recorded in model.pt"
-        )
-    results = run.parents[4]
-    return results / "splits" / dataset / f"rep{rep}.json", results / "preprocessed" / dataset
 
 
 def write_probe_tsv(path, rows: list[dict]) -> None:
@@ -298,12 +251,12 @@ def write_probe_tsv(path, rows: list[dict]) -> None:
 
 
 def cli_probe(args) -> int:
-    from massl.training.checkpoint import load_model
+    from massl.model.cpu_conv import set_cpu_conv3d
+    from massl.model.files import load_model
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    options = probe_options(load_config(args.config).get("probe"))
-    run_options = {k: v for k, v in options.items() if k not in ANALYSIS_KEYS}
+    set_threads(args.threads)
+    options = resolved(load_config(args.config))["probe"]
+    run_options = {k: options[k] for k in PROBE_DEFAULTS if k not in PROBE_ANALYSIS_KEYS}
     run = Path(args.run)
     model_path = run / "model.pt"
     if not model_path.is_file():
@@ -311,6 +264,7 @@ def cli_probe(args) -> int:
     summary = _read_json(run / "summary.json") if (run / "summary.json").is_file() else {}
     device = pick_device(args.device)
     model, meta = load_model(model_path, device)
+    set_cpu_conv3d(model, model_training(meta).cpu_conv3d)  # the run's CPU convolutions
     model.eval()
 
     if meta.get("status", summary.get("status")) == "diverged":
@@ -322,13 +276,15 @@ def cli_probe(args) -> int:
             for level, n_features in enumerate(level_channels(model), start=1)
         ]
     else:
-        dataset, rep = meta.get("dataset", summary.get("dataset")), meta.get("rep", summary.get("rep"))
-        if dataset is None or rep is None:
-            raise DataError(f"{model_path}: checkpoint records no dataset/rep, and no summary.json beside it")
-        split_path, store_path = _data_paths(run, meta, dataset, int(rep))
-        test_cases = _read_json(split_path).get("test")
+        split_path = Path(args.split)
+        split = _read_json(split_path)
+        for key in ("dataset", "rep"):  # another split's test scans may have been the run's training scans
+            trained, given = meta.get(key, summary.get(key)), split.get(key)
+            if trained is not None and given is not None and trained != given:
+                raise DataError(f"{split_path}: a split of {key} {given!r}, but the run was trained on {trained!r}")
+        test_cases = split.get("test")
         if not test_cases:
             raise DataError(f"{split_path}: no test cases")
-        rows = run_probe(model, CaseStore(store_path), test_cases, device=device, **run_options)
+        rows = run_probe(model, CaseStore(args.cases), test_cases, device=device, **run_options)
     write_probe_tsv(args.out, rows)
     return 0

@@ -1,8 +1,7 @@
-"""Whole-volume prediction by sliding windows (SPEC section 7) and device/precision choice."""
+"""Whole-volume prediction by sliding windows (SPEC section 7)."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 
@@ -10,43 +9,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from massl.errors import ConfigError
+from massl.device import autocast
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """`auto`: the first CUDA GPU if there is one, else the CPU; otherwise the named device."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device {device!r} is not valid; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
-    return dev
-
-
-def autocast_dtype(amp: str, device) -> torch.dtype | None:
-    """Mixed-precision dtype for `torch.autocast`: `auto` = bf16 on CUDA and full precision on
-    the CPU (where bf16 is rarely faster), `bf16` = always bf16, `off` = full precision."""
-    if amp == "auto":
-        return torch.bfloat16 if torch.device(device).type == "cuda" else None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "off":
-        return None
-    raise ConfigError(f"training.amp = {amp!r} is not allowed; allowed: auto, off, bf16")
-
-
-def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
 def window_starts(size: int, window: int, overlap: float) -> list[int]:
@@ -110,7 +75,7 @@ def sliding_window_predict(
         x = torch.from_numpy(np.stack([padded[box] for box in boxes])).to(device)
         if model.spatial_dims == 3:
             x = x.unsqueeze(1)
-        with _autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             feats = model.encode(x)
             prob = torch.sigmoid(model.segment(feats).float())
             rec = model.reconstruct(feats).float() if want_rec else None

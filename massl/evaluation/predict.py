@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from massl.config import TrainConfig, train_config
+from massl.config import TrainConfig, model_training
 from massl.data.discover import NIFTI_ENDINGS, NOT_FLAIR, DataFileError, case_folder, discover, nifti_stem
 from massl.data.preprocess import preprocess_volume, refuse_blank, to_original_space
 from massl.data.validate import nearly_empty, read_volume
@@ -39,9 +39,7 @@ def model_settings(meta: dict, fmt: str | None, model_path: Path) -> tuple[str, 
     if trained_fmt and fmt != trained_fmt:
         log.warning("model trained on %s data; preprocessing as %s with that format's defaults", trained_fmt, fmt)
     options = (dataset.get("preprocess") or {}) if fmt == trained_fmt else {}
-    # The run records its effective training section; older or hand-made files only the config.
-    training = meta.get("training") or {**(config.get("training") or {}), **(dataset.get("training") or {})}
-    return fmt, options, train_config(training)
+    return fmt, options, model_training(meta)
 
 
 def find_scans(source: Path, fmt: str) -> list[tuple[str, Path]]:
@@ -141,14 +139,12 @@ def write_mask(path: Path, mask: nib.Nifti1Image) -> None:
 
 
 def cli_predict(args) -> int:
-    import torch
+    from massl.device import autocast_dtype, pick_device, set_threads
+    from massl.evaluation.inference import sliding_window_predict
+    from massl.model.cpu_conv import set_cpu_conv3d
+    from massl.model.files import load_model
 
-    from massl.cpu_conv import set_cpu_conv3d
-    from massl.inference import autocast_dtype, pick_device, sliding_window_predict
-    from massl.training.checkpoint import load_model
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = pick_device(args.device)
     model_path = Path(args.model)
     model, meta = load_model(model_path, device)

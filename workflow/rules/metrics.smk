@@ -8,13 +8,13 @@ rule aggregate_metrics:
         cases=dataset_cases,
     output:
         cases=f"{RESULTS}/metrics/{{dataset}}.tsv",
-        runs=f"{RESULTS}/metrics/{{dataset}}_runs.tsv",
     params:
+        config=CONFIG_JSON,
         runs=dataset_run_dirs,
     conda:
         "../../environment.yml"
     log:
         f"{RESULTS}/logs/aggregate/{{dataset}}.log",
     shell:
-        "python -m analysis.aggregate --runs {params.runs} --out-cases {output.cases} "
-        "--out-runs {output.runs} > {log} 2>&1"
+        "python -m analysis.aggregate --config {params.config} --runs {params.runs} "
+        "--out-cases {output.cases} > {log} 2>&1"

@@ -1,5 +1,7 @@
 """The MASSL network (SPEC section 1): a shared encoder, a U-Net segmentation decoder and a
-reconstruction decoder without skips. One definition serves 2D and 3D (`spatial_dims`).
+reconstruction decoder without skips. One definition serves 2D and 3D (`spatial_dims`), in
+plain `torch.nn` layers (the CPU convolution path of `training.cpu_conv3d` is put in by whoever
+runs the model: `massl.model.cpu_conv.set_cpu_conv3d`).
 
     x -> encoder -> feats[0..L-1] -> seg_decoder(feats)   -> logits (N, 1, ...)
                                   -> rec_decoder(feats[-1]) -> sigmoid (N, rec_channels, ...)
@@ -10,13 +12,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from massl.config import ModelConfig
-from massl.cpu_conv import Conv3d
+from massl.config import CHOICES, ModelConfig
 from massl.methods import Method
 
 
 def _conv(spatial_dims: int, cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Module:
-    conv = {2: nn.Conv2d, 3: Conv3d}[spatial_dims]
+    conv = {2: nn.Conv2d, 3: nn.Conv3d}[spatial_dims]
     return conv(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=True)
 
 
@@ -48,8 +49,8 @@ class Encoder(nn.Module):
 
     def __init__(self, spatial_dims: int, in_channels: int, channels: tuple[int, ...], downsample: str):
         super().__init__()
-        if downsample not in ("avgpool", "strided"):
-            raise ValueError(f"downsample must be 'avgpool' or 'strided', got {downsample!r}")
+        if downsample not in CHOICES["model"]["downsample"]:
+            raise ValueError(f"downsample must be one of {', '.join(CHOICES['model']['downsample'])}, got {downsample!r}")
         pool = {2: nn.AvgPool2d, 3: nn.AvgPool3d}[spatial_dims]
         self.levels = nn.ModuleList()
         cin = in_channels
@@ -127,10 +128,13 @@ class MASSLNet(nn.Module):
         segmentation: bool = True,
     ):
         super().__init__()
-        if spatial_dims not in (2, 3):
+        if spatial_dims not in CHOICES["model"]["spatial_dims"]:
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
         if not segmentation and rec_channels <= 0:
             raise ValueError("a model needs a segmentation or a reconstruction decoder")
+        # the constructor's arguments as model.pt stores them (`model_kwargs`), JSON-native
+        self.kwargs = {"spatial_dims": spatial_dims, "in_channels": in_channels, "channels": list(channels),
+                       "downsample": downsample, "rec_channels": rec_channels, "segmentation": segmentation}
         channels = tuple(int(c) for c in channels)
         self.spatial_dims = spatial_dims
         self.levels = len(channels)
@@ -170,14 +174,16 @@ class MASSLNet(nn.Module):
 
 
 def build_model(model_cfg: ModelConfig, method: Method) -> MASSLNet:
-    """The network a method trains: its reconstruction decoder has `method.rec_channels` outputs
-    (0 = none); the autoencoder strategy has no segmentation decoder."""
+    """The network a method trains: a reconstruction decoder of `method.rec_channels` outputs
+    only where the method itself trains one (not the pretraining rows: theirs belongs to the
+    autoencoder run), and no segmentation decoder for the autoencoder. `model.kwargs` are its
+    arguments (model.pt's `model_kwargs`)."""
     return MASSLNet(
         spatial_dims=model_cfg.spatial_dims,
         in_channels=model_cfg.in_channels,
-        channels=tuple(model_cfg.channels),
+        channels=list(model_cfg.channels),
         downsample=model_cfg.downsample,
-        rec_channels=method.rec_channels,
+        rec_channels=method.rec_channels if method.trains_reconstruction else 0,
         segmentation=method.strategy != "autoencoder",
     )
 
