@@ -9,7 +9,8 @@
 # The node offers every CPU, the memory less 1 GB, and one fake GPU (gres on /dev/null) so a
 # `gpu: 1` job can be scheduled. There is no job accounting, so the SLURM executor plugin
 # needs `--slurm-status-command squeue --slurm-no-account` (MinJobAge keeps finished jobs
-# visible to squeue). State, logs and PID files live in $MASSL_SLURM_DIR.
+# visible to squeue and scontrol: an hour, so a test that checks its first jobs at the end of a
+# slow run still finds them). State, logs and PID files live in $MASSL_SLURM_DIR.
 set -euo pipefail
 
 STATE_DIR=${MASSL_SLURM_DIR:-/tmp/massl-slurm}
@@ -56,7 +57,7 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 ReturnToService=2
-MinJobAge=600
+MinJobAge=3600
 StateSaveLocation=$STATE_DIR/state
 SlurmdSpoolDir=$STATE_DIR/spool
 SlurmctldPidFile=$STATE_DIR/slurmctld.pid
