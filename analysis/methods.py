@@ -18,12 +18,15 @@ from pathlib import Path
 
 from analysis.common import DataError, read_json
 
-ROW_KEYS = ("id", "label", "strategy", "reconstruction", "lam", "needs_autoencoder")
+ROW_KEYS = ("id", "label", "strategy", "reconstruction", "lam", "needs_autoencoder", "paper")
+# Method tables written before the baselines beyond the paper lack `paper`: all their rows are the paper's.
+ROW_DEFAULTS = {"paper": True}
 # Paul Tol's "muted" scheme: nine colours distinguishable under the common colour-vision
 # deficiencies, given to the table's rows by position (row 1 = CNN gets indigo, ...), the same
-# colour for a method in every figure. The scheme has nine colours only: a table of more rows
-# starts again from the first colour (row 10 = row 1's), so two methods would share a colour.
-MUTED = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255", "#AA4499")
+# colour for a method in every figure; rows 10 and 11 (the baselines beyond the paper) get black
+# and mid grey, which differ from all nine in lightness. A longer table starts again from row 1's.
+PALETTE = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255", "#AA4499",
+           "#000000", "#888888")
 
 
 # One row of the library's method table, with the keys of `massl.methods.describe()`.
@@ -42,7 +45,7 @@ class MethodTable:
         self.ids = {m.label: m.id for m in self.rows}
         if len(self.labels) != len(self.rows) or len(self.ids) != len(self.rows):
             raise DataError(f"{source}: the method table repeats an id or a label")
-        self.colours = {m.id: MUTED[i % len(MUTED)] for i, m in enumerate(self.rows)}
+        self.colours = {m.id: PALETTE[i % len(PALETTE)] for i, m in enumerate(self.rows)}
         self._rank = {m.id: i for i, m in enumerate(self.rows)}
         try:
             self.setting_pattern = re.compile(setting_pattern)
@@ -65,6 +68,7 @@ class MethodTable:
             raise DataError(f"{source}: library.method_table must be a list of rows")
         rows = []
         for i, row in enumerate(table):
+            row = {**ROW_DEFAULTS, **row}
             missing = [k for k in ROW_KEYS if k not in row]
             if missing:
                 raise DataError(f"{source}: library.method_table row {i + 1} lacks {', '.join(missing)}")

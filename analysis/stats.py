@@ -19,7 +19,8 @@ and with the best method (`stats.best`, the paper's MASSL(alter), mark `†`), w
   per-repetition differences of means, d_j (j = 1..J):
   t = mean(d) / sqrt((1/J + n_test/n_train) · var(d)), df = J - 1.
 - `p_*_holm`, `p_*_corrected_holm`: the same p-values Holm-adjusted over the methods of the
-  column.
+  column (`--methods`: the paper's nine for Tables 1-2, with the baselines beyond the paper for
+  table1_plus / table2_plus).
 
 `mark_ref` is `*` when the method is significantly better than the reference (p < alpha and a
 higher mean); `mark_best` is `†` when significantly worse than the best method. The p-value
@@ -298,6 +299,17 @@ def read_cases(path) -> pd.DataFrame:
     return cases
 
 
+def select_methods(cases: pd.DataFrame, methods: str | None, source) -> pd.DataFrame:
+    """The case rows of the comma-separated `methods` (all when None); each must have rows."""
+    if methods is None:
+        return cases
+    wanted = [m.strip() for m in methods.split(",") if m.strip()]
+    missing = [m for m in wanted if m not in set(cases["method"])]
+    if missing:
+        raise DataError(f"{source}: no case rows for method(s) {', '.join(missing)} (--methods)")
+    return cases[cases["method"].isin(wanted)].reset_index(drop=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis.stats", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True,
@@ -312,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the config's stats.reference)")
     parser.add_argument("--best", default=None,
                         help="method marked against with † (default: the config's stats.best)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated method ids: the rows (and the Holm family) of this table; "
+                             "default: every method of the case table")
     parser.add_argument("--mark-test", choices=list(MARK_TESTS), default="paired",
                         help="p-value behind the marks (default: paired, the paper's test)")
     parser.set_defaults(run=cli)
@@ -323,7 +338,7 @@ def cli(args: argparse.Namespace) -> int:
     alpha, reference, best = (config_value(config, f"stats.{key}", args.config) if given is None else given
                               for key, given in (("alpha", args.alpha), ("reference", args.reference),
                                                  ("best", args.best)))
-    cases = read_cases(args.cases)
+    cases = select_methods(read_cases(args.cases), args.methods, args.cases)
     table = compute_stats(cases, args.test_train_ratio, alpha, reference=reference, best=best,
                           mark_test=args.mark_test)
     write_tsv(args.out, table)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from massl.errors import ConfigError
-from massl.methods import METHODS, SETTING_PATTERN, describe
+from massl.methods import METHODS, PAPER_METHODS, SETTING_PATTERN, describe
 
 FORMATS = ("brats18", "wmh17", "nnunet")
 # Allowed values of every option that is a choice, by section (the schema's enums).
@@ -104,6 +104,12 @@ class TrainConfig:
     threshold: float = 0.5
     inference_overlap: float = 0.5
     inference_batch: int = 8  # sliding-window patches per forward pass
+    # Baselines beyond the paper (massl.training.baselines), their published defaults:
+    ema_decay: float = 0.99  # Mean Teacher: teacher = ema_decay * teacher + (1 - ema_decay) * student
+    consistency_weight: float = 0.1  # Mean Teacher: weight of the student-teacher MSE (SSL4MIS's default)
+    consistency_noise_std: float = 0.1  # Mean Teacher: Gaussian input noise, clipped to +-2 std
+    cps_weight: float = 1.5  # CPS: weight of the cross pseudo supervision (the paper's PASCAL VOC value)
+    rampup_fraction: float = 0.25  # sigmoid ramp-up of both weights over this share of the planned iterations
 
     def validate(self) -> None:
         for name in ("attention_grad", "amp", "cpu_conv3d", "dice_over", "seg_loss", "stopping", "case_sampling"):
@@ -128,6 +134,12 @@ class TrainConfig:
             raise ConfigError(f"training.min_iterations must be >= 0, got {self.min_iterations}")
         if not 0 <= self.foreground_fraction <= 1:
             raise ConfigError(f"training.foreground_fraction must be in [0, 1], got {self.foreground_fraction}")
+        for name in ("ema_decay", "rampup_fraction"):
+            if not 0 <= float(getattr(self, name)) <= 1:
+                raise ConfigError(f"training.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("consistency_weight", "consistency_noise_std", "cps_weight"):
+            if not float(getattr(self, name)) >= 0:
+                raise ConfigError(f"training.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.inference_overlap < 1:
             raise ConfigError(f"training.inference_overlap must be in [0, 1), got {self.inference_overlap}")
 
@@ -416,10 +428,10 @@ def check_dataset(name: str, ds: dict) -> None:
 
 def check_grid(cfg: dict) -> None:
     """Every dataset, the statistics' reference rows and the probe can be run as configured.
-    `methods` left out means all nine; `stats` left out is not checked (the workflow's)."""
+    `methods` left out means the paper's nine; `stats` left out is not checked (the workflow's)."""
     for name, ds in cfg["datasets"].items():
         check_dataset(name, ds)
-    methods = cfg.get("methods") or list(METHODS)
+    methods = cfg.get("methods") or list(PAPER_METHODS)
     for role in ("reference", "best"):
         if role in (cfg.get("stats") or {}) and cfg["stats"][role] not in methods:
             raise ConfigError(f"config key 'stats.{role}': {cfg['stats'][role]} is not one of 'methods'")

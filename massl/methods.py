@@ -1,5 +1,6 @@
-"""The nine methods of the paper's Tables 1-2: one training loop, configured by strategy and
-reconstruction mode (SPEC section 3)."""
+"""The methods of Tables 1-2: the paper's nine rows (SPEC section 3) and two later
+semi-supervised baselines beyond the paper (Mean Teacher, cross pseudo supervision), each one
+training loop configured by strategy and reconstruction mode."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ class Method:
     strategy: str
     reconstruction: str
     lam: float | None = None  # weight of the segmentation loss in joint training (Eq. 2)
+    paper: bool = True  # a row of the paper's Tables 1-2; False: a baseline beyond the paper (table*_plus)
 
     @property
     def needs_autoencoder(self) -> bool:
@@ -35,7 +37,7 @@ class Method:
     def as_row(self) -> dict:
         return {"id": self.id, "label": self.label, "strategy": self.strategy,
                 "reconstruction": self.reconstruction, "lam": self.lam,
-                "needs_autoencoder": self.needs_autoencoder}
+                "needs_autoencoder": self.needs_autoencoder, "paper": self.paper}
 
 
 METHODS: dict[str, Method] = {
@@ -50,8 +52,13 @@ METHODS: dict[str, Method] = {
         Method("massl_l07", "MASSL(λ=0.7)", "joint", "attention", 0.7),
         Method("massl_l09", "MASSL(λ=0.9)", "joint", "attention", 0.9),
         Method("massl_alter", "MASSL(alter)", "alternating", "attention"),
+        # Beyond the paper (issue 17): not in the default grid, rows of table1_plus/table2_plus.
+        Method("mean_teacher", "Mean Teacher", "mean_teacher", "none", paper=False),  # Tarvainen & Valpola 2017
+        Method("cps", "CPS", "cross_pseudo", "none", paper=False),  # Chen et al., CVPR 2021
     )
 }
+# The rows of the paper's Tables 1-2, in its order: the default `methods:` of a grid.
+PAPER_METHODS: tuple[str, ...] = tuple(m.id for m in METHODS.values() if m.paper)
 # The shared autoencoder behind both pretraining rows (not a table row of its own).
 AUTOENCODER = Method("autoencoder", "Autoencoder", "autoencoder", "plain")
 
@@ -70,15 +77,16 @@ def get_method(method_id: str) -> Method:
 def describe() -> dict:
     """The library's facts that the workflow and `analysis/` read (through `massl describe
     --json` and the `library` key of the resolved config), so that they keep no copy: the
-    method table in the paper's row order, the shared autoencoder, the setting-name pattern."""
+    method table (the paper's nine rows in its order, then the baselines beyond the paper), the
+    shared autoencoder, the setting-name pattern."""
     return {"method_table": [m.as_row() for m in METHODS.values()], "autoencoder": AUTOENCODER.as_row(),
             "setting_pattern": SETTING_PATTERN}
 
 
 def describe_text() -> str:
-    """The method table as aligned text: the nine rows in order, then the shared autoencoder."""
+    """The method table as aligned text: the rows in order, then the shared autoencoder."""
     rows = [m.as_row() for m in (*METHODS.values(), AUTOENCODER)]
-    columns = ("id", "label", "strategy", "reconstruction", "lam", "needs_autoencoder")
+    columns = ("id", "label", "strategy", "reconstruction", "lam", "needs_autoencoder", "paper")
     cells = [[("" if row[c] is None else str(row[c])) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]

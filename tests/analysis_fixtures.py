@@ -22,7 +22,8 @@ from analysis import methods
 from analysis.stats import STATS_COLUMNS
 
 LIBRARY = describe()
-METHOD_LABELS = {row["id"]: row["label"] for row in LIBRARY["method_table"]}  # paper row order
+# The paper's nine rows in its order: the methods of the fixtures' grid (the default `methods:`).
+METHOD_LABELS = {row["id"]: row["label"] for row in LIBRARY["method_table"] if row["paper"]}
 # The probe section as `massl config` resolves it (every key present; `setting` = the one probed).
 PROBE = {"dataset": "brats18", "setting": "50L70U", "methods": ["cnn", "mssl_alter", "massl_alter"], "n_images": 5,
          "n_draws": 5, "max_voxels": 200_000, "seed": 0, "score": "held_out", "min_samples_per_feature": 10,

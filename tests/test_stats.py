@@ -114,6 +114,24 @@ def test_corrected_p_and_holm_in_the_table():
     assert corrected.loc["massl_alter", "mark_ref"] == ""
 
 
+def test_methods_option_chooses_the_rows_and_the_holm_family():
+    """stats/<d>.tsv holds the paper's rows, stats/<d>_plus.tsv all of the grid's: the same
+    unadjusted tests, Holm adjusted over each table's own rows."""
+    d = np.array([0.02, 0.04, 0.03, 0.05, 0.01])
+    cnn = np.array([0.60, 0.62, 0.61, 0.63, 0.64])
+    cases = cases_frame(_rep_cells({"cnn": cnn, "massl_alter": cnn + d, "mssl_alter": cnn + d / 2,
+                                    "massl_l09": cnn - d}))
+    every = stats.compute_stats(cases, 50 / 120, **MARKS).set_index("method")
+    chosen = stats.select_methods(cases, "cnn, massl_alter,mssl_alter", "metrics.tsv")
+    assert sorted(chosen["method"].unique()) == ["cnn", "massl_alter", "mssl_alter"]
+    fewer = stats.compute_stats(chosen, 50 / 120, **MARKS).set_index("method")
+    assert fewer.loc["mssl_alter", "p_ref"] == every.loc["mssl_alter", "p_ref"]
+    assert fewer.loc["mssl_alter", "p_ref_holm"] < every.loc["mssl_alter", "p_ref_holm"]
+    assert stats.select_methods(cases, None, "metrics.tsv") is cases
+    with pytest.raises(DataError, match="metrics.tsv: no case rows for method.*pretrain_dec"):
+        stats.select_methods(cases, "cnn,pretrain_dec", "metrics.tsv")
+
+
 def test_nan_dice_is_left_out_of_means():
     cells = {(S, "cnn"): [[0.5, 0.7, np.nan], [0.4, 0.6, 0.8]]}
     row = stats.compute_stats(cases_frame(cells), 0.4, **MARKS).iloc[0]

@@ -33,7 +33,7 @@ PAPER_ROWS = ["CNN", "Pretrain(Dec)", "Pretrain(CNN)", "MSSL(λ=0.7)", "MSSL(λ=
 # The colour of each method before the method table came from the config: kept, by row position.
 COLOURS = {"cnn": "#332288", "pretrain_dec": "#88CCEE", "pretrain_cnn": "#44AA99", "mssl_l07": "#117733",
            "mssl_l09": "#999933", "mssl_alter": "#DDCC77", "massl_l07": "#CC6677", "massl_l09": "#882255",
-           "massl_alter": "#AA4499"}
+           "massl_alter": "#AA4499", "mean_teacher": "#000000", "cps": "#888888"}
 
 
 @pytest.fixture
@@ -48,9 +48,10 @@ def _cli(config, sub, *args) -> int:
 def test_method_table_comes_from_the_config_library_section(tmp_path):
     table = methods.load_library(write_config(tmp_path / "config.json"))
     assert table.labels == {row["id"]: row["label"] for row in LIBRARY["method_table"]}
-    assert list(table.labels.values()) == PAPER_ROWS
+    assert list(table.labels.values()) == [*PAPER_ROWS, "Mean Teacher", "CPS"]  # the baselines beyond the paper last
     with installed_method_table():
-        assert methods.method_labels() == METHOD_LABELS and methods.method_ids() == list(COLOURS)
+        assert list(methods.method_labels().items())[:9] == list(METHOD_LABELS.items())
+        assert methods.method_ids() == list(COLOURS)
         assert {m: methods.colour_of(m) for m in COLOURS} == COLOURS
         assert methods.methods_with_reconstruction("attention") == ["massl_l07", "massl_l09", "massl_alter"]
         assert methods.id_of("MASSL(alter)") == "massl_alter" and methods.method_rank("mssl_l07") == 3
@@ -58,12 +59,13 @@ def test_method_table_comes_from_the_config_library_section(tmp_path):
             methods.label_of("unet")
 
 
-def test_a_tenth_method_reuses_the_first_colour_and_other_tables_are_followed():
-    rows = [{**row, "id": f"m{i}", "label": f"M{i}"} for i, row in enumerate(LIBRARY["method_table"] * 2)][:10]
+def test_a_twelfth_method_reuses_the_first_colour_and_other_tables_are_followed():
+    rows = [{**row, "id": f"m{i}", "label": f"M{i}"} for i, row in enumerate(LIBRARY["method_table"] * 2)][:12]
     library = {**LIBRARY, "method_table": rows[::-1], "setting_pattern": r"^L(\d+)_U(\d+)$"}
     with installed_method_table(resolved_config(library=library)) as table:
-        assert methods.method_ids() == [f"m{i}" for i in range(9, -1, -1)]
-        assert table.colours["m9"] == table.colours["m0"] == COLOURS["cnn"]
+        assert methods.method_ids() == [f"m{i}" for i in range(11, -1, -1)]
+        assert table.colours["m11"] == table.colours["m0"] == COLOURS["cnn"]
+        assert len({table.colours[f"m{i}"] for i in range(11)}) == 11
         assert methods.sort_settings(["L20_U5", "L3_U9"]) == ["L3_U9", "L20_U5"]
         assert methods.setting_header("L3_U9") == "3 (9)"
 

@@ -87,6 +87,32 @@ def test_default_grid_plans_every_training_once(tmp_path):
     assert not (tmp_path / "results").exists(), "a dry run must not write results"
 
 
+def test_extended_profile_is_the_demo_plus_the_baselines():
+    from massl.methods import METHODS, PAPER_METHODS
+
+    demo = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    extended = yaml.safe_load((REPO / "config" / "extended.yaml").read_text())
+    beyond = [m for m in METHODS if m not in PAPER_METHODS]
+    assert beyond == ["mean_teacher", "cps"]
+    assert extended["methods"] == demo["methods"] + beyond
+    assert extended["results_dir"] != demo["results_dir"]
+    same = {k: v for k, v in extended.items() if k not in ("methods", "results_dir")}
+    assert same == {k: v for k, v in demo.items() if k not in ("methods", "results_dir")}
+
+
+def test_extended_profile_plans_the_plus_tables(tmp_path):
+    result = snakemake(tmp_path, "-n", "-p", configfile=REPO / "config" / "extended.yaml")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    # Tables 1-2 (the paper's rows, their own statistics) and table1_plus / table2_plus (all rows)
+    assert (counts["train_setting"], counts["stats"], counts["table_results"]) == (30, 4, 4)
+    assert "massl_l09,massl_alter,mean_teacher,cps --rep" in result.stdout
+    for stem in ("table1", "table1_plus", "table2", "table2_plus"):
+        assert f"tables/{stem}.csv" in result.stdout
+    paper = ",".join(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["methods"])  # the nine
+    assert f"--methods {paper} " in result.stdout and f"--methods {paper},mean_teacher,cps " in result.stdout
+
+
 def test_paper_check_profile_plans_the_whole_dag(tmp_path):
     result = snakemake(tmp_path, "-n", configfile=REPO / "config" / "paper_check.yaml")
     assert result.returncode == 0, result.stderr
@@ -166,7 +192,7 @@ def test_schema_restates_the_library_exactly():
     from dataclasses import fields
 
     from massl.config import ModelConfig, TrainConfig, schema_facts
-    from massl.methods import METHODS, SETTING_PATTERN
+    from massl.methods import METHODS, PAPER_METHODS, SETTING_PATTERN
 
     schema = yaml.safe_load(SCHEMA.read_text())
     facts, sections = schema_facts(), schema_sections(schema)
@@ -180,9 +206,8 @@ def test_schema_restates_the_library_exactly():
         for key, node in sections[section].items():
             if node.get("default", {}) != {}:  # {}: an empty section, filled in below it
                 assert node["default"] == facts["defaults"][section][key], f"{section}.{key}"
-    method_ids = list(METHODS)
-    assert schema["$defs"]["method"]["enum"] == method_ids
-    assert schema["properties"]["methods"]["default"] == method_ids
+    assert schema["$defs"]["method"]["enum"] == list(METHODS)
+    assert schema["properties"]["methods"]["default"] == list(PAPER_METHODS)
     assert sections["dataset"]["settings"]["propertyNames"]["pattern"] == SETTING_PATTERN
     assert sections["probe"]["setting"]["pattern"] == SETTING_PATTERN
 
@@ -341,6 +366,36 @@ def test_smoke_profile_end_to_end(tmp_path):
 
     rerun = snakemake(tmp_path, "-n")
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
+
+
+@pytest.mark.slow
+def test_baselines_beyond_the_paper_end_to_end(tmp_path):
+    """The smoke grid with Mean Teacher and CPS added: Tables 1-2 keep the paper's rows (and
+    numbers), table1_plus / table2_plus add the baselines' rows, the figures show them."""
+    config = yaml.safe_load(SMOKE.read_text())
+    config["methods"] += ["mean_teacher", "cps"]
+    configfile = tmp_path / "smoke_plus.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "--profile", str(REPO / "workflow" / "profiles" / "default"), "--cores", "2",
+                       "all_tables", "all", configfile=configfile)
+    assert result.returncode == 0, result.stderr[-5000:]
+    resolved = json.loads((tmp_path / "results" / "config.json").read_text())
+    paper = {**resolved, "methods": resolved["methods"][:-2]}
+    tables = tmp_path / "results" / "tables"
+    for table, dataset in (("table1", "brats18"), ("table2", "wmh17")):
+        rows, plus = read_table(tables / f"{table}.csv"), read_table(tables / f"{table}_plus.csv")
+        check_results_table(rows, paper, dataset)
+        check_results_table(plus, resolved, dataset)
+        # the paper's rows are the same runs, the same means and (unadjusted paired test) the same marks
+        assert plus[:9] == rows[:9]
+        extended = read_table(tables / f"{table}_plus_extended.csv")
+        assert {row["method"] for row in extended} == set(resolved["methods"])
+    for run in ("mean_teacher", "cps"):
+        summary = json.loads((tmp_path / "results" / "runs" / "brats18" / "4L8U" / run / "rep1" /
+                              "summary.json").read_text())
+        assert summary["status"] == "converged" and summary["stop_reason"] in ("plateau", "budget")
+    for figure in ("dice_brats18", "curves_wmh17"):
+        assert (tmp_path / "results" / "figures" / f"{figure}.pdf").is_file()
 
 
 def check_results_table(rows: list[dict], config: dict, dataset: str) -> None:

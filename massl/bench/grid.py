@@ -13,7 +13,7 @@ from massl.bench.scales import BRATS_VOLUME, PAPER
 from massl.config import TrainConfig
 from massl.data.splits import DEFAULT_PROTOCOL
 from massl.data.synthetic import DEFAULT_N_CASES
-from massl.methods import AUTOENCODER, METHODS
+from massl.methods import AUTOENCODER, METHODS, PAPER_METHODS
 from massl.training.loop import training_schedule
 
 # Preprocessed volume shapes (z, y, x) of each dataset; WMH: one per site (equal scans per site).
@@ -40,9 +40,10 @@ PAPER_GRID = {name: _paper_dataset(name) for name in DEFAULT_PROTOCOL}
 
 
 def grid_runs(grid: dict = PAPER_GRID, repetitions: int = PAPER_REPETITIONS) -> tuple[int, int]:
-    """(trainings, autoencoders) of the grid: every method and one autoencoder per setting and repetition."""
+    """(trainings, autoencoders) of the grid: the paper's nine methods and one autoencoder per
+    setting and repetition."""
     settings = sum(len(dataset["settings"]) for dataset in grid.values()) * repetitions
-    return settings * len(METHODS), settings
+    return settings * len(PAPER_METHODS), settings
 
 
 def paper_grid_hours(steps: list[dict], seconds_per_window: float, grid: dict = PAPER_GRID,
@@ -52,7 +53,7 @@ def paper_grid_hours(steps: list[dict], seconds_per_window: float, grid: dict = 
     scans (the autoencoder has none), one process at a time. None if a strategy is missing."""
     cfg = cfg or TrainConfig()
     per_step = {s["strategy"]: s["seconds_per_iteration"] for s in steps if s["scale"] == PAPER.name}
-    runs = [*METHODS.values(), AUTOENCODER]
+    runs = [*(METHODS[m] for m in PAPER_METHODS), AUTOENCODER]
     if any(GRID_STRATEGY[m.strategy] not in per_step for m in runs):
         return None
 

@@ -37,8 +37,9 @@ from massl.training.strategies import Batch, NonFiniteLoss, Strategy
 
 log = logging.getLogger(__name__)
 
-LOSS_KEYS = ("loss", "loss_seg", "loss_rec")
-LOG_COLUMNS = ("iteration", "epoch", *LOSS_KEYS, "lr_seg", "lr_rec", "val_dice", "seconds", "val_mse")
+LOSS_KEYS = ("loss", "loss_seg", "loss_rec", "loss_unsup")  # loss_unsup: the baselines' unlabeled term
+LOG_COLUMNS = ("iteration", "epoch", "loss", "loss_seg", "loss_rec", "lr_seg", "lr_rec", "val_dice", "seconds",
+               "val_mse", "loss_unsup")
 MAX_LOG_ROWS = 500  # loss rows per run (plus validation rows); each averages the iterations since the last
 PROGRESS_SECONDS = 30.0
 
@@ -148,8 +149,8 @@ class Averager:
     count: int = 0
 
     def add(self, losses: dict[str, float]) -> None:
-        for key in LOSS_KEYS:
-            self.sums[key] += losses[key]
+        for key in LOSS_KEYS:  # a strategy leaves out the terms it has not (NaN)
+            self.sums[key] += losses.get(key, float("nan"))
         self.count += 1
 
     def mean(self) -> dict[str, float]:
@@ -234,8 +235,9 @@ class Trainer:
                  checkpoint_dir=None, on_iteration: Callable[[int], None] | None = None):
         """`fingerprint` identifies the run (method, seed, config); a resume state with another
         fingerprint is ignored. `on_iteration(k)` is called after iteration k is complete and
-        checkpointed (used by tests to interrupt a run)."""
-        self.strategy, self.model, self.data = strategy, strategy.model, data
+        checkpointed (used by tests to interrupt a run). `self.model` is the strategy's
+        `eval_model`: the network validated, kept and tested."""
+        self.strategy, self.model, self.data = strategy, strategy.eval_model, data
         self.cfg, self.schedule, self.validator, self.device = cfg, schedule, validator, device
         self.fingerprint = fingerprint
         self.checkpoint_dir, self.on_iteration = checkpoint_dir, on_iteration

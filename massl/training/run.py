@@ -51,7 +51,7 @@ from massl.training.loop import (
     run_fingerprint,
     training_schedule,
 )
-from massl.training.strategies import make_strategy
+from massl.training.strategies import make_strategy, strategy_class
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,13 @@ def build_trainer(spec: RunSpec, split: dict, store: CaseStore, device: torch.de
     kwargs = model.kwargs
     autoencoder_meta = load_pretrained_encoder(model, spec) if spec.method.needs_autoencoder else None
     model.to(device).train()
-    strategy = make_strategy(model, spec.method, spec.training, amp_dtype)
+    schedule = training_schedule(spec.training, len(labeled), len(unlabeled))
+
+    def new_network():  # a further network of the run's architecture (CPS), seeded by the run's stream
+        return set_cpu_conv3d(build_model(spec.model, spec.method), spec.training.cpu_conv3d).to(device).train()
+
+    strategy = make_strategy(model, spec.method, spec.training, amp_dtype, planned_iterations=schedule.iterations,
+                             new_network=new_network)
 
     data = train_data(spec, store, labeled, unlabeled, strategy.uses_labeled, strategy.uses_unlabeled)
     metric = "mse" if spec.method.strategy == "autoencoder" else "dice"
@@ -235,7 +241,6 @@ def build_trainer(spec: RunSpec, split: dict, store: CaseStore, device: torch.de
             raise ConfigError(f"training.stopping = plateau needs validation scans, and {spec.split_path} has none; "
                               f"use stopping: budget or a split with validation cases")
         log.warning("%s: no validation cases; the final weights will be tested", spec.split_path)
-    schedule = training_schedule(spec.training, len(labeled), len(unlabeled))
     fingerprint = run_fingerprint(spec.method.id, spec.seed, spec.training, kwargs,
                                   {"labeled": labeled, "unlabeled": unlabeled, "validation": validator.case_ids})
     log.info("%s %s %s rep%d: %d iterations (%d per epoch), seed %d, device %s, %d torch threads",
@@ -269,10 +274,9 @@ def train_data(spec: RunSpec, store: CaseStore, labeled: list[str], unlabeled: l
 
 
 def _check_cases(spec: RunSpec, labeled: list, unlabeled: list) -> None:
-    strategy = spec.method.strategy
     if not labeled:
         raise DataError(f"{spec.split_path}: setting {spec.setting} has no labeled cases")
-    if strategy in ("joint", "alternating", "autoencoder") and not unlabeled:
+    if strategy_class(spec.method.strategy).uses_unlabeled and not unlabeled:
         raise DataError(f"{spec.split_path}: setting {spec.setting} has no unlabeled cases, "
                         f"which method {spec.method.id} needs")
 

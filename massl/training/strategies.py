@@ -10,13 +10,18 @@ owns its optimizers and StepLR schedulers and decides which losses update which 
     joint              Eq. 2, one Adam(lr_joint) over everything, labeled + unlabeled batch
     alternating        Eq. 3, a labeled Dice step with Adam #1, then an unlabeled
                        reconstruction step with Adam #2
+    mean_teacher,      baselines beyond the paper (massl.training.baselines)
+    cross_pseudo
 
-The reconstruction mode of the method picks plain MSE or the attention loss of Eq. 1.
+The reconstruction mode of the method picks plain MSE or the attention loss of Eq. 1. The loop
+validates, keeps and tests `strategy.eval_model` (the trained network itself, except for Mean
+Teacher's teacher); whatever else a strategy trains is in its `state_dict()`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -60,9 +65,14 @@ class Strategy:
     uses_labeled = True
     uses_unlabeled = False
 
-    def __init__(self, model: nn.Module, method: Method, cfg: TrainConfig, amp_dtype: torch.dtype | None = None):
+    def __init__(self, model: nn.Module, method: Method, cfg: TrainConfig, amp_dtype: torch.dtype | None = None,
+                 *, planned_iterations: int | None = None, new_network: Callable[[], nn.Module] | None = None):
+        """`planned_iterations` (the run's budget) and `new_network` (a fresh network of the
+        run's architecture, on its device) are for the strategies that need them."""
         self.model, self.method, self.cfg = model, method, cfg
         self.amp_dtype = amp_dtype
+        self.planned_iterations, self.new_network = planned_iterations, new_network
+        self.setup()
         self.attention = method.reconstruction == "attention"
         # fused: one kernel per step instead of a loop over parameters (6x faster on CPU here,
         # same update up to float rounding)
@@ -71,6 +81,25 @@ class Strategy:
             name: StepLR(opt, step_size=cfg.lr_step_iterations, gamma=cfg.lr_gamma)
             for name, opt in self.optimizers.items()
         }
+
+    def setup(self) -> None:
+        """Networks and state a strategy adds before its optimizers are built."""
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The network that is validated, kept as the best/final weights and tested."""
+        return self.model
+
+    def networks(self) -> tuple[nn.Module, ...]:
+        """The networks whose gradients an update clears."""
+        return (self.model,)
+
+    def extra_state(self) -> dict:
+        """What a resume needs beyond `eval_model` and the optimizers (other networks, counters)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
 
     def parameter_groups(self) -> dict[str, tuple[list[nn.Parameter], float]]:
         """Optimizer name -> (parameters, initial learning rate)."""
@@ -90,6 +119,7 @@ class Strategy:
         return {
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
             "schedulers": {name: sched.state_dict() for name, sched in self.schedulers.items()},
+            "extra": self.extra_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -97,6 +127,7 @@ class Strategy:
             opt.load_state_dict(state["optimizers"][name])
         for name, sched in self.schedulers.items():
             sched.load_state_dict(state["schedulers"][name])
+        self.load_extra_state(state.get("extra", {}))
 
     # Shared pieces -----------------------------------------------------------------------------
 
@@ -110,7 +141,8 @@ class Strategy:
         value = float(loss.detach())
         if not math.isfinite(value):
             raise NonFiniteLoss(name, value)
-        self.model.zero_grad(set_to_none=True)
+        for network in self.networks():
+            network.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizers[optimizer].step()
         self.schedulers[optimizer].step()
@@ -118,10 +150,14 @@ class Strategy:
 
     def _segmentation_loss(self, feats: list[Tensor], batch: Batch) -> tuple[Tensor, Tensor]:
         prob = torch.sigmoid(self.model.segment(feats).float())
+        return self._supervised_loss(prob, batch), prob
+
+    def _supervised_loss(self, prob: Tensor, batch: Batch) -> Tensor:
+        """`training.seg_loss` of the labeled batch's foreground probabilities."""
         loss = soft_dice_loss(prob, batch.target, mask=batch.mask, over=self.cfg.dice_over)
         if self.cfg.seg_loss == "dice_bce":
             loss = loss + binary_cross_entropy(prob, batch.target, mask=batch.mask)
-        return loss, prob
+        return loss
 
     def _attention_map(self, feats: list[Tensor]) -> Tensor:
         """S for Eq. 1, with the gradient the `attention_grad` option allows."""
@@ -150,9 +186,9 @@ class Supervised(Strategy):
 class FrozenEncoder(Supervised):
     """Pretrain(Dec): the encoder keeps the autoencoder's weights; only the seg decoder learns."""
 
-    def __init__(self, model, method, cfg, amp_dtype=None):
+    def __init__(self, model, method, cfg, amp_dtype=None, **options):
         model.encoder.requires_grad_(False)  # instance norms keep no statistics: no eval() needed
-        super().__init__(model, method, cfg, amp_dtype)
+        super().__init__(model, method, cfg, amp_dtype, **options)
 
     def parameter_groups(self):
         return {"seg": (self._params(self.model.seg_decoder), self.cfg.lr_segmentation)}
@@ -249,5 +285,14 @@ STRATEGY_CLASSES: dict[str, type[Strategy]] = {
 }
 
 
-def make_strategy(model: nn.Module, method: Method, cfg: TrainConfig, amp_dtype: torch.dtype | None = None) -> Strategy:
-    return STRATEGY_CLASSES[method.strategy](model, method, cfg, amp_dtype)
+def strategy_class(name: str) -> type[Strategy]:
+    # The baselines build on the classes above, so they register themselves from their module.
+    import massl.training.baselines  # noqa: F401
+
+    return STRATEGY_CLASSES[name]
+
+
+def make_strategy(model: nn.Module, method: Method, cfg: TrainConfig, amp_dtype: torch.dtype | None = None,
+                  **options) -> Strategy:
+    """The method's strategy; `options` are Strategy's keyword arguments."""
+    return strategy_class(method.strategy)(model, method, cfg, amp_dtype, **options)

@@ -70,6 +70,11 @@ PAPER_VALUES = str(Path(workflow.basedir) / "config" / "paper_values.tsv")  # Ta
 LIBRARY = config["library"]  # the method table and the setting-name pattern (massl describe)
 AUTOENCODER = LIBRARY["autoencoder"]["id"]
 PRETRAINING_METHODS = [m["id"] for m in LIBRARY["method_table"] if m["needs_autoencoder"]]
+# The grid's rows of the paper's Tables 1-2, and those beyond the paper (Mean Teacher, CPS): these
+# get tables of their own, table1_plus / table2_plus, with every row of the grid.
+PAPER_ROWS = [m for m in METHODS if m in {r["id"] for r in LIBRARY["method_table"] if r["paper"]}]
+BEYOND_PAPER = [m for m in METHODS if m not in PAPER_ROWS]
+PLUS = "_plus"  # file-name suffix of the tables (and statistics) with the baselines beyond the paper
 ATTENTION_METHODS = [m["id"] for m in LIBRARY["method_table"] if m["reconstruction"] == "attention"]
 # The allocator of the torch processes (MASSL_ALLOCATOR, `massl allocator`: faster large steps,
 # same results): tcmalloc is preloaded by `{params.preload}` before their shell commands;
@@ -117,8 +122,18 @@ def results_table(name):
     return RESULTS_TABLE.get(name, f"table_{name}")
 
 
+def results_tables():
+    """Every Table 1-2 of the grid: one per dataset, and its _plus twin when methods beyond the paper run."""
+    return [t + plus for t in map(results_table, DATASETS) for plus in ([""] + ([PLUS] if BEYOND_PAPER else []))]
+
+
 def dataset_of_table(table):
-    return next(d for d in DATASETS if results_table(d) == table)
+    return next(d for d in DATASETS if results_table(d) == table.removesuffix(PLUS))
+
+
+def stats_methods(rows):
+    """The rows of stats/<d><rows>.tsv: the paper's ("") or all of the grid's (PLUS)."""
+    return METHODS if rows == PLUS else PAPER_ROWS
 
 
 def fingerprint(obj):
@@ -330,8 +345,16 @@ def table_files(stem, extended=True):
     return [f"{RESULTS}/tables/{s}.{ext}" for s in stems for ext in ("csv", "md", "tex")]
 
 
+def table_rows(table):
+    return PLUS if table.endswith(PLUS) else ""
+
+
 def stats_for_table(wildcards):
-    return f"{RESULTS}/stats/{dataset_of_table(wildcards.table)}.tsv"
+    return f"{RESULTS}/stats/{dataset_of_table(wildcards.table)}{table_rows(wildcards.table)}.tsv"
+
+
+def table_methods(wildcards):
+    return ",".join(stats_methods(table_rows(wildcards.table)))
 
 
 def table_settings(wildcards):
@@ -340,7 +363,8 @@ def table_settings(wildcards):
 
 def table_caption(wildcards):
     name = dataset_of_table(wildcards.table)
-    return TABLE_CAPTION.get(name, f"Dice on {name} (mean over test scans and repetitions)")
+    caption = TABLE_CAPTION.get(name, f"Dice on {name} (mean over test scans and repetitions)")
+    return caption + (", with baselines beyond the paper" if table_rows(wildcards.table) else "")
 
 
 def benchmark_files():
@@ -361,7 +385,7 @@ def figure_files(stem):
 
 
 def all_table_files():
-    files = [f for d in DATASETS for f in table_files(results_table(d))]
+    files = [f for t in results_tables() for f in table_files(t)]
     return files + table_files("table3", extended=False)
 
 

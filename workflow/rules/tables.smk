@@ -17,14 +17,14 @@ rule table_results:
         config=CONFIG_JSON,
         prefix=output_stem,
         caption=table_caption,
-        methods=",".join(METHODS),
+        methods=table_methods,
         settings=table_settings,
     conda:
         "../../environment.yml"
     log:
         f"{RESULTS}/logs/tables/{{table}}.log",
     wildcard_constraints:
-        table="|".join(results_table(d) for d in DATASETS),
+        table="|".join(results_tables()),
     shell:
         "python -m analysis.tables results --config {params.config} --stats {input} --out-prefix {params.prefix} "
         "--caption {params.caption:q} --methods {params.methods} --settings {params.settings} > {log} 2>&1"
