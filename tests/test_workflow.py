@@ -375,7 +375,7 @@ def test_baselines_beyond_the_paper_end_to_end(tmp_path):
     config = yaml.safe_load(SMOKE.read_text())
     config["methods"] += ["mean_teacher", "cps"]
     configfile = tmp_path / "smoke_plus.yaml"
-    configfile.write_text(yaml.safe_dump(config))
+    configfile.write_text(yaml.safe_dump(config, sort_keys=False))  # the settings keep their order
     result = snakemake(tmp_path, "--profile", str(REPO / "workflow" / "profiles" / "default"), "--cores", "2",
                        "all_tables", "all", configfile=configfile)
     assert result.returncode == 0, result.stderr[-5000:]
