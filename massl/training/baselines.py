@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from massl.training.strategies import NAN, STRATEGY_CLASSES, Strategy
+from massl.training.strategies import NAN, STRATEGY_CLASSES, Strategy, Supervised
 
 
 def sigmoid_rampup(iteration: int, length: int) -> float:
@@ -79,8 +79,7 @@ class MeanTeacher(_RampedUnlabeled):
     def eval_model(self):
         return self.teacher
 
-    def parameter_groups(self):
-        return {"seg": (self._params(self.model.encoder, self.model.seg_decoder), self.cfg.lr_segmentation)}
+    parameter_groups = Supervised.parameter_groups  # the student's encoder + seg decoder, as CNN's
 
     def extra_state(self):
         return {**super().extra_state(), "student": self.model.state_dict(), "noise": self.noise.get_state()}

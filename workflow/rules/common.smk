@@ -68,11 +68,12 @@ METHODS = config["methods"]
 REPS = list(range(1, config["repetitions"] + 1))
 PAPER_VALUES = str(Path(workflow.basedir) / "config" / "paper_values.tsv")  # Tables 1-3 as printed
 LIBRARY = config["library"]  # the method table and the setting-name pattern (massl describe)
+LIBRARY_ROWS = {m["id"]: m for m in LIBRARY["method_table"]}
 AUTOENCODER = LIBRARY["autoencoder"]["id"]
 PRETRAINING_METHODS = [m["id"] for m in LIBRARY["method_table"] if m["needs_autoencoder"]]
 # The grid's rows of the paper's Tables 1-2, and those beyond the paper (Mean Teacher, CPS): these
 # get tables of their own, table1_plus / table2_plus, with every row of the grid.
-PAPER_ROWS = [m for m in METHODS if m in {r["id"] for r in LIBRARY["method_table"] if r["paper"]}]
+PAPER_ROWS = [m for m in METHODS if LIBRARY_ROWS[m]["paper"]]
 BEYOND_PAPER = [m for m in METHODS if m not in PAPER_ROWS]
 PLUS = "_plus"  # file-name suffix of the tables (and statistics) with the baselines beyond the paper
 ATTENTION_METHODS = [m["id"] for m in LIBRARY["method_table"] if m["reconstruction"] == "attention"]
