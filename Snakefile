@@ -32,10 +32,18 @@ wildcard_constraints:
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/splits.smk"
-include: "workflow/rules/train.smk"
+if IMPORTED is None:
+
+    include: "workflow/rules/train.smk"
+    include: "workflow/rules/probe.smk"
+
+else:
+
+    include: "workflow/rules/import.smk"
+
+
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/stats.smk"
-include: "workflow/rules/probe.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"

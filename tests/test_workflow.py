@@ -259,8 +259,11 @@ FAKE_MASSL = textwrap.dedent(
             checkpoint.parent.mkdir(parents=True)
             checkpoint.write_text("state")
             sys.exit(137)
-        for name in ("model.pt", "summary.json", "per_case.tsv", "per_case_final.tsv", "examples.npz", "train_log.tsv"):
+        for name in ("model.pt", "summary.json", "provenance.json", "per_case.tsv", "per_case_final.tsv",
+                     "examples.npz", "train_log.tsv"):
             (out / name).write_text(name)
+    elif command == "probe":
+        out.write_text("probe")
     """
 )
 
@@ -337,6 +340,35 @@ def test_default_profile_runs_one_gpu_training_at_a_time(tmp_path, fake_massl, g
     assert f"--device {'cuda' if gpus_per_training else 'cpu'}" in Path(fake_massl["FAKE_MASSL_CALLS"]).read_text()
 
 
+# --- runs trained elsewhere (import_runs) ------------------------------------------------------
+
+def test_imported_runs_replace_training_and_a_grid_of_another_config_is_refused(tmp_path, fake_massl):
+    trained = tmp_path / "trained"  # every run and probe of the smoke grid, by the stand-in
+    done = snakemake(trained, "--cores", "2", "all", "--omit-from", "aggregate_metrics", "table_probe",
+                     "benchmark_summary", "figure_examples", "figure_reconstructions", "figure_curves", env=fake_massl)
+    assert done.returncode == 0, done.stderr
+    source = trained / "results"
+
+    plan = snakemake(tmp_path / "work", "-n", "all_tables", "all", "--config", f"import_runs={source}")
+    assert plan.returncode == 0, plan.stderr
+    counts = job_counts(plan.stdout)
+    assert not {"synth", "preprocess", "split", "train", "train_autoencoder", "probe"} & set(counts)
+    config = json.loads((source / "config.json").read_text())
+    runs = sum(len(d["settings"]) for d in config["datasets"].values()) * len(config["methods"]) * config["repetitions"]
+    probes = len(config["probe"]["methods"]) * config["repetitions"]
+    assert counts["import_run"] == runs
+    jobs = runs + runs // len(config["methods"])  # + the autoencoders
+    assert counts["import_file"] == probes + jobs + probes  # probe TSVs, training and probe benchmarks
+    assert "figure_examples" not in counts and counts["figure_dice"] == 2  # no examples.npz to draw
+
+    other = write_config(tmp_path / "other.yaml", lambda c: c["training"].update(lr_joint=0.5))
+    refused = snakemake(tmp_path / "work", "-n", "all_tables", "--config", f"import_runs={source}",
+                        configfile=other)
+    assert refused.returncode != 0
+    message = refused.stdout + refused.stderr
+    assert "datasets.brats18.training" in message and str(source) in message
+
+
 # --- the smoke profile end to end (real library) -----------------------------------------------
 
 def read_table(path: Path, delimiter: str = ",") -> list[dict]:
@@ -366,6 +398,21 @@ def test_smoke_profile_end_to_end(tmp_path):
 
     rerun = snakemake(tmp_path, "-n")
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
+
+    # The small files of its runs, copied elsewhere, rebuild the same tables, statistics and report.
+    exported = tmp_path / "exported"
+    subprocess.run(["bash", str(REPO / "scripts" / "export_runs.sh"), str(tmp_path / "results"), str(exported)],
+                   check=True, capture_output=True)
+    assert not list(exported.rglob("model.pt")) and not list(exported.rglob("examples.npz"))
+    elsewhere = tmp_path / "elsewhere"
+    imported = snakemake(elsewhere, "--cores", "2", "all_tables", "all", "--config", f"import_runs={exported}")
+    assert imported.returncode == 0, imported.stderr[-5000:]
+    assert not {"train", "train_autoencoder", "probe"} & set(job_counts(imported.stdout + imported.stderr))
+    here, there = tmp_path / "results", elsewhere / "results"
+    for path in [*(here / "tables").iterdir(), *(here / "stats").iterdir(), here / "replication" / "checklist.tsv",
+                 here / "replication" / "report.md", here / "benchmarks" / "summary.tsv"]:
+        relative = path.relative_to(here)
+        assert (there / relative).read_bytes() == path.read_bytes(), relative
 
 
 @pytest.mark.slow

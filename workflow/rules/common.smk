@@ -63,6 +63,7 @@ config.update(json.loads(massl("config", "--in", "-", stdin=json.dumps(config)))
 
 RESULTS = config["results_dir"]
 CONFIG_JSON = f"{RESULTS}/config.json"
+IMPORTED = config["import_runs"]  # a results folder whose runs are copied instead of trained (import.smk)
 DATASETS = list(config["datasets"])
 METHODS = config["methods"]
 REPS = list(range(1, config["repetitions"] + 1))
@@ -87,6 +88,43 @@ PRELOAD = f"{PRELOAD} " if PRELOAD else ""
 onstart:
     # Rewritten only when its content changes, so its age says when the config last changed.
     massl("config", "--in", "-", "--out", CONFIG_JSON, stdin=json.dumps(config))
+
+
+# What decides a run's results, per dataset (`root` only as synthetic or not: real data may lie
+# elsewhere on the machine that trained it), and for every run.
+RUN_DEFINING_DATASET_KEYS = ("format", "synthetic", "preprocess", "split", "settings", "training", "model")
+RUN_DEFINING_KEYS = ("scale", "probe")
+
+
+def check_import(folder):
+    """Refuse an `import_runs` folder whose runs are not this config's: its config.json (written
+    when its grid started) must agree on every key that decides a run, the datasets' included;
+    it may hold more methods or repetitions than are imported."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise WorkflowError(f"import_runs: {path} is missing: {folder} is not the results folder of a grid "
+                            "(its config.json is written when the grid starts); copy it along with the runs")
+    try:
+        theirs = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise WorkflowError(f"import_runs: {path} cannot be read as JSON ({exc}); copy it again") from None
+    differ = [key for key in RUN_DEFINING_KEYS if theirs.get(key) != config[key]]
+    for name, ours in config["datasets"].items():
+        other = (theirs.get("datasets") or {}).get(name)
+        if other is None:
+            differ.append(f"datasets.{name} (not in its grid)")
+            continue
+        differ += [f"datasets.{name}.{key}" for key in RUN_DEFINING_DATASET_KEYS if other.get(key) != ours[key]]
+        if (other.get("root") is None) != (ours["root"] is None):
+            differ.append(f"datasets.{name}.root (synthetic in one config, real data in the other)")
+    if differ:
+        raise WorkflowError(f"import_runs: the runs in {folder} were trained with another config ({path}); "
+                            f"these keys differ from this one's: {', '.join(differ)}. Import them with the config "
+                            "they were trained with (--configfile), or train this one")
+
+
+if IMPORTED is not None:
+    check_import(IMPORTED)
 
 
 # --- the grid ---------------------------------------------------------------------------
@@ -394,6 +432,8 @@ def all_figure_files():
     stems = ["probe_r2"]
     for d in DATASETS:
         stems += [f"dice_{d}", f"curves_{d}"]
+        if IMPORTED is not None:
+            continue  # the example and reconstruction figures need examples.npz, which is not imported
         if set(METHODS) & set(EXAMPLE_METHODS):
             stems.append(f"examples_{d}")
         if set(METHODS) & set(ATTENTION_METHODS):
