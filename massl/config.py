@@ -38,6 +38,7 @@ CHOICES: dict[str, dict[str, tuple]] = {
         "seg_loss": ("dice", "dice_bce"),
         "amp": ("auto", "off", "bf16"),
         "cpu_conv3d": ("onednn", "torch"),  # massl.model.cpu_conv | PyTorch's own kernel choice
+        "cpu_isa": ("native", "avx2"),  # massl.device.pin_cpu_isa
         "stopping": ("budget", "plateau"),  # massl.training.stopping
         "case_sampling": ("without_replacement", "with_replacement"),  # massl.data.sampling
     },
@@ -99,6 +100,12 @@ class TrainConfig:
     scale_range: list[float] = field(default_factory=lambda: [0.9, 1.1])
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | off | bf16
     cpu_conv3d: str = "onednn"  # onednn (massl.model.cpu_conv) | torch (PyTorch's own kernel choice)
+    # Float order (README, "Reproducibility"): the CPU kernels' instruction set, native | avx2
+    # (massl.device.pin_cpu_isa), and the torch threads of one run: null = all of the job's
+    # threads; n = n each, with a job's threads training several runs side by side
+    # (massl.training.parallel), so that the job's thread count does not change a result.
+    cpu_isa: str = "native"
+    threads_per_run: int | None = None
     checkpoint_every_iterations: int = 200
     seed: int = 0  # base seed; a run's seed is derived from it and the repetition
     threshold: float = 0.5
@@ -112,7 +119,7 @@ class TrainConfig:
     rampup_fraction: float = 0.25  # sigmoid ramp-up of both weights over this share of the planned iterations
 
     def validate(self) -> None:
-        for name in ("attention_grad", "amp", "cpu_conv3d", "dice_over", "seg_loss", "stopping", "case_sampling"):
+        for name in ("attention_grad", "amp", "cpu_conv3d", "cpu_isa", "dice_over", "seg_loss", "stopping", "case_sampling"):
             _choice(f"training.{name}", getattr(self, name), CHOICES["training"][name])
         for name in ("batch_size", "lr_step_iterations", "validate_every_epochs", "checkpoint_every_iterations",
                      "patience_validations"):
@@ -123,6 +130,8 @@ class TrainConfig:
                 raise ConfigError(f"training.{name} must be > 0, got {getattr(self, name)}")
         if self.validate_every_iterations is not None and self.validate_every_iterations <= 0:
             raise ConfigError(f"training.validate_every_iterations must be > 0 or null, got {self.validate_every_iterations}")
+        if self.threads_per_run is not None and self.threads_per_run <= 0:
+            raise ConfigError(f"training.threads_per_run must be > 0 or null, got {self.threads_per_run}")
         if self.max_iterations is not None and self.max_iterations <= 0:
             raise ConfigError(f"training.max_iterations must be > 0 or null, got {self.max_iterations}")
         for row in self.epochs_by_labeled:

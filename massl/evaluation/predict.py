@@ -139,7 +139,7 @@ def write_mask(path: Path, mask: nib.Nifti1Image) -> None:
 
 
 def cli_predict(args) -> int:
-    from massl.device import autocast_dtype, pick_device, set_threads
+    from massl.device import autocast_dtype, pick_device, pin_cpu_isa, set_threads
     from massl.evaluation.inference import sliding_window_predict
     from massl.model.cpu_conv import set_cpu_conv3d
     from massl.model.files import load_model
@@ -150,6 +150,7 @@ def cli_predict(args) -> int:
     model, meta = load_model(model_path, device)
     model.eval()
     fmt, options, train = model_settings(meta, args.format, model_path)
+    pin_cpu_isa(train.cpu_isa)  # the run's CPU kernels, before the first forward pass
     set_cpu_conv3d(model, train.cpu_conv3d)
     amp = autocast_dtype(train.amp, device)
     scans = find_scans(Path(args.input), fmt)

@@ -27,7 +27,7 @@ from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
 from massl.config import CHOICES, PROBE_ANALYSIS_KEYS, PROBE_DEFAULTS, load_config, model_training, resolved
 from massl.data.store import CaseStore
 from massl.errors import DataError
-from massl.device import pick_device, set_threads
+from massl.device import pick_device, pin_cpu_isa, set_threads
 from massl.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,8 @@ def cli_probe(args) -> int:
     summary = _read_json(run / "summary.json") if (run / "summary.json").is_file() else {}
     device = pick_device(args.device)
     model, meta = load_model(model_path, device)
-    set_cpu_conv3d(model, model_training(meta).cpu_conv3d)  # the run's CPU convolutions
+    pin_cpu_isa(model_training(meta).cpu_isa)  # the run's CPU kernels, before the first forward pass
+    set_cpu_conv3d(model, model_training(meta).cpu_conv3d)
     model.eval()
 
     if meta.get("status", summary.get("status")) == "diverged":

@@ -34,7 +34,7 @@ from massl.config import (
 from massl.data.sampling import PatchSampler
 from massl.data.splits import load_split
 from massl.data.store import CaseStore
-from massl.device import autocast_dtype, device_name, pick_device, set_threads
+from massl.device import autocast_dtype, cpu_isa_record, device_name, pick_device, pin_cpu_isa
 from massl.errors import ConfigError, DataError
 from massl.evaluation.scoring import score_test_cases, write_case_table, write_example, write_tsv
 from massl.io import atomic_write_json, provenance
@@ -51,6 +51,7 @@ from massl.training.loop import (
     run_fingerprint,
     training_schedule,
 )
+from massl.training.parallel import train_all
 from massl.training.strategies import make_strategy, strategy_class
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ def train_run(spec: RunSpec, device: str = "auto", on_iteration=None) -> dict:
 
     atomic_write_json(spec.out / "provenance.json", provenance(
         seed=spec.seed, device=str(dev), device_name=device_name(dev), torch_threads=torch.get_num_threads(),
+        **cpu_isa_record(spec.training.cpu_isa),
         config=spec.config, wall_seconds=round(time.perf_counter() - started, 3),
         train_seconds=round(result.train_seconds, 3)))
     atomic_write_json(spec.out / "summary.json", _json_safe(summary))
@@ -315,7 +317,6 @@ def _json_safe(obj: dict) -> dict:
 # CLI -------------------------------------------------------------------------------------------
 
 def cli_train(args) -> int:
-    set_threads(args.threads)
     config = resolved(load_config(args.config))
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     if len(methods) > 1 and "{method}" not in args.out:
@@ -323,8 +324,6 @@ def cli_train(args) -> int:
     # resolve every run first, so a typo in the last method fails before the first one trains
     specs = [resolve_run(config, args.dataset, args.setting, method, args.rep, args.out.replace("{method}", method),
                          split=args.split, cases=args.cases, autoencoder=args.autoencoder) for method in methods]
-    for index, spec in enumerate(specs, 1):
-        if len(specs) > 1:
-            log.info("run %d/%d: %s", index, len(specs), spec.method.id)
-        train_run(spec, device=args.device)
+    pin_cpu_isa(specs[0].training.cpu_isa)  # before any kernel runs; one dataset, one training section
+    train_all(specs, device=args.device, job_threads=args.threads)
     return 0
