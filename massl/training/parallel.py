@@ -24,12 +24,16 @@ _tag = ""  # the run a worker is training, put in front of its log lines
 def plan_workers(job_threads: int | None, threads_per_run: int | None, n_runs: int, device: str) -> int:
     """How many runs train at once: 1 unless runs have a fixed thread count that the job's
     threads hold more than once, on the CPU."""
-    if threads_per_run is None or job_threads is None or n_runs < 2 or pick_device(device).type != "cpu":
+    if threads_per_run is None or job_threads is None or pick_device(device).type != "cpu":
         return 1
     if job_threads < threads_per_run:
         log.warning("--threads %d is fewer than training.threads_per_run = %d: each run still takes %d threads",
                     job_threads, threads_per_run, threads_per_run)
-    return max(1, min(n_runs, job_threads // threads_per_run))
+    workers = max(1, min(n_runs, job_threads // threads_per_run))
+    if workers * threads_per_run < job_threads:
+        log.info("%d run(s) of %d torch thread(s) at a time use %d of the job's %d threads (training.threads_per_run)",
+                 workers, threads_per_run, workers * threads_per_run, job_threads)
+    return workers
 
 
 def run_threads(job_threads: int | None, threads_per_run: int | None) -> int | None:
