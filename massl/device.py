@@ -79,8 +79,8 @@ def pin_cpu_isa(choice: str) -> dict:
     another Dice than the same run under AVX2 ones (README, "Reproducibility"), so `avx2` makes
     every x86 CPU with AVX2 run the same kernels. The config wins over a different value in
     the environment, with a warning."""
-    if choice not in ("native", *CPU_ISA_ENV):
-        raise ConfigError(f"training.cpu_isa = {choice!r} is not allowed; allowed: native, {', '.join(CPU_ISA_ENV)}")
+    if choice not in CHOICES["training"]["cpu_isa"]:
+        raise ConfigError(f"training.cpu_isa = {choice!r} is not allowed; allowed: {', '.join(CHOICES['training']['cpu_isa'])}")
     for name, value in CPU_ISA_ENV.get(choice, {}).items():
         if os.environ.get(name, value).lower() != value.lower():
             log.warning("training.cpu_isa = %s: replacing %s=%s from the environment by %s", choice, name,

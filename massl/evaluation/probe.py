@@ -264,8 +264,9 @@ def cli_probe(args) -> int:
     summary = _read_json(run / "summary.json") if (run / "summary.json").is_file() else {}
     device = pick_device(args.device)
     model, meta = load_model(model_path, device)
-    pin_cpu_isa(model_training(meta).cpu_isa)  # the run's CPU kernels, before the first forward pass
-    set_cpu_conv3d(model, model_training(meta).cpu_conv3d)
+    training = model_training(meta)
+    pin_cpu_isa(training.cpu_isa)  # the run's CPU kernels, before the first forward pass
+    set_cpu_conv3d(model, training.cpu_conv3d)
     model.eval()
 
     if meta.get("status", summary.get("status")) == "diverged":

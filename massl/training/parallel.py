@@ -5,7 +5,8 @@ time in worker processes of n torch threads each: a run's float order, and so it
 same whichever T its job had (a convolution's weight gradient sums over the batch in an order
 that depends on the threads sharing it). Otherwise, or on a GPU, the runs train one after the
 other in this process with all T threads. Runs that start from the job's own autoencoder wait
-for it. Workers are started once per job and train run after run, paying torch's start-up once.
+for it. Workers are started once per job and train run after run, paying torch's start-up once;
+they inherit the environment in which `massl train` pinned the CPU kernels (`training.cpu_isa`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def train_all(specs: list, device: str, job_threads: int | None) -> None:
     log.info("%d runs, %d at a time, %d torch thread(s) each", len(specs), workers, threads)
     context = multiprocessing.get_context("spawn")  # no fork of a process whose torch has threads
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(threads, training.cpu_isa, logging.getLogger().level)) as pool:
+                             initargs=(threads, logging.getLogger().level)) as pool:
         try:
             _schedule(pool, specs, device)
         except BaseException:
@@ -77,7 +78,7 @@ def _schedule(pool: ProcessPoolExecutor, specs: list, device: str) -> None:
         running[pool.submit(_train_in_worker, spec, device)] = spec
 
     for spec in specs:
-        if spec not in waiting:
+        if spec.autoencoder not in autoencoders:
             submit(spec)
     finished = 0
     while running:
@@ -99,16 +100,14 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         process.terminate()
 
 
-def _start_worker(threads: int | None, cpu_isa: str, level: int) -> None:
+def _start_worker(threads: int | None, level: int) -> None:
     import massl.allocator
-    from massl.device import pin_cpu_isa
 
     massl.allocator.apply()  # a spawned worker does not pass through `massl` main()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(tag)s%(message)s",
                         datefmt="%H:%M:%S")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_add_tag)
-    pin_cpu_isa(cpu_isa)
     set_threads(threads)
 
 
