@@ -3,7 +3,7 @@
 # run's summary.json, provenance.json, train_log.tsv and per-case TSVs, the probe TSVs and the
 # per-job benchmarks (no models, checkpoints or examples.npz: about 1/300 of the size). Bring
 # the copy to another machine and build the tables there with
-#   snakemake --configfile <the grid's config> all_tables all --config import_runs=DEST
+#   snakemake all_tables all --configfile <the grid's config> --config import_runs=DEST
 #
 #   bash scripts/export_runs.sh RESULTS DEST
 set -euo pipefail
