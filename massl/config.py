@@ -18,7 +18,7 @@ import json
 import re
 import sys
 import types
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -77,11 +77,13 @@ class TrainConfig:
     lr_joint: float = 1e-3  # joint (Eq. 2); not given by the paper
     lr_segmentation: float = 1e-2  # supervised, fine-tuning and the alternating seg step
     lr_reconstruction: float = 1e-3  # autoencoder and the alternating rec step
+    lr_autoencoder: float | None = None  # the autoencoder alone (not given by the paper); null = lr_reconstruction
     lr_step_iterations: int = 500  # StepLR period
     lr_gamma: float = 0.5
     # Epoch budget by number of labeled cases, as released: first row whose bound >= n_labeled.
     epochs_by_labeled: list[list[int]] = field(default_factory=lambda: [[20, 252], [50, 152], [120, 52]])
     max_iterations: int | None = None  # optional hard cap on total iterations
+    autoencoder_max_iterations: int | None = None  # the autoencoder's cap instead; null = max_iterations
     validate_every_epochs: int = 20
     validate_every_iterations: int | None = None  # overrides validate_every_epochs when set
     max_validation_cases: int | None = None  # None = all validation cases
@@ -132,8 +134,11 @@ class TrainConfig:
             raise ConfigError(f"training.validate_every_iterations must be > 0 or null, got {self.validate_every_iterations}")
         if self.threads_per_run is not None and self.threads_per_run <= 0:
             raise ConfigError(f"training.threads_per_run must be > 0 or null, got {self.threads_per_run}")
-        if self.max_iterations is not None and self.max_iterations <= 0:
-            raise ConfigError(f"training.max_iterations must be > 0 or null, got {self.max_iterations}")
+        for name in ("max_iterations", "autoencoder_max_iterations"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigError(f"training.{name} must be > 0 or null, got {getattr(self, name)}")
+        if self.lr_autoencoder is not None and not float(self.lr_autoencoder) > 0:
+            raise ConfigError(f"training.lr_autoencoder must be > 0 or null, got {self.lr_autoencoder}")
         for row in self.epochs_by_labeled:
             if len(row) != 2 or row[0] <= 0 or row[1] <= 0:
                 raise ConfigError(f"training.epochs_by_labeled rows are [max_labeled, epochs] > 0, got {row}")
@@ -157,6 +162,15 @@ class TrainConfig:
             if n_labeled <= bound:
                 return int(epochs)
         return int(sorted(self.epochs_by_labeled)[-1][1])
+
+    def for_autoencoder(self) -> TrainConfig:
+        """The settings the autoencoder pretraining trains with: its own learning rate and
+        iteration cap where they are set (the alternating runs' reconstruction step keeps
+        lr_reconstruction)."""
+        return replace(self,
+                       lr_reconstruction=self.lr_reconstruction if self.lr_autoencoder is None else self.lr_autoencoder,
+                       max_iterations=self.max_iterations if self.autoencoder_max_iterations is None
+                       else self.autoencoder_max_iterations)
 
 
 def _choice(name: str, value: Any, allowed: tuple) -> None:

@@ -46,6 +46,8 @@ def test_unknown_key_is_named():
         ("training", {"batch_size": 0}, "training.batch_size"),
         ("training", {"lr_joint": -1.0}, "training.lr_joint"),
         ("training", {"max_iterations": -5}, "training.max_iterations"),
+        ("training", {"autoencoder_max_iterations": 0}, "training.autoencoder_max_iterations"),
+        ("training", {"lr_autoencoder": 0.0}, "training.lr_autoencoder"),
         ("training", {"cpu_conv3d": "mkl"}, "training.cpu_conv3d"),
         ("model", {"downsample": "maxpool"}, "model.downsample"),
         ("model", {"spatial_dims": 4}, "model.spatial_dims"),

@@ -152,6 +152,23 @@ def test_schedule_follows_the_released_budget():
     assert [k for k in range(1, 10) if schedule.validates_at(k)] == [4, 8, 9]
 
 
+def test_the_autoencoder_has_its_own_learning_rate_and_cap(results, tmp_path):
+    """lr_autoencoder and autoencoder_max_iterations reach the autoencoder's optimizer and
+    budget only: the alternating runs' reconstruction step keeps lr_reconstruction."""
+    config = tiny_config(results, lr_reconstruction=1e-3, lr_autoencoder=0.05, max_iterations=3,
+                         autoencoder_max_iterations=7)
+
+    def learning_rates_and_budget(method):
+        spec = resolve_run(config, "brats18", "2L2U", method, 1, tmp_path / method, **run_inputs(results))
+        model = build_model(spec.model, spec.method)
+        groups = make_strategy(model, spec.method, spec.training).parameter_groups()
+        return {name: lr for name, (_, lr) in groups.items()}, training_schedule(spec.training, 2, 2).iterations
+
+    assert learning_rates_and_budget("autoencoder") == ({"rec": 0.05}, 7)
+    assert learning_rates_and_budget("massl_alter") == ({"seg": 1e-2, "rec": 1e-3}, 3)
+    assert TrainConfig().for_autoencoder() == TrainConfig()  # unset: the autoencoder trains as before
+
+
 class ConstantReconstruction:
     """A stand-in autoencoder whose reconstruction is 0.5 everywhere."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import os
 import re
 import subprocess
@@ -360,6 +361,17 @@ def test_imported_runs_replace_training_and_a_grid_of_another_config_is_refused(
     jobs = runs + runs // len(config["methods"])  # + the autoencoders
     assert counts["import_file"] == probes + jobs + probes  # probe TSVs, training and probe benchmarks
     assert "figure_examples" not in counts and counts["figure_dice"] == 2  # no examples.npz to draw
+
+    # A grid trained before a key existed (its config.json lacks it) imports: the key's default
+    # is what its runs were trained with.
+    older = tmp_path / "older"
+    shutil.copytree(source, older)
+    for entry in config["datasets"].values():
+        del entry["training"]["lr_autoencoder"]
+    del config["training"]["lr_autoencoder"]
+    (older / "config.json").write_text(json.dumps(config))
+    plan = snakemake(tmp_path / "work", "-n", "all_tables", "--config", f"import_runs={older}")
+    assert plan.returncode == 0, plan.stderr
 
     other = write_config(tmp_path / "other.yaml", lambda c: c["training"].update(lr_joint=0.5))
     refused = snakemake(tmp_path / "work", "-n", "all_tables", "--config", f"import_runs={source}",

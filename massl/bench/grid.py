@@ -65,10 +65,11 @@ def paper_grid_hours(steps: list[dict], seconds_per_window: float, grid: dict = 
         segmentation = volume_seconds(dataset["volumes"], cfg.inference_overlap)
         reconstruction = volume_seconds(dataset["volumes"], 0.0)  # the autoencoder's validation tiles without overlap
         for labeled, unlabeled in dataset["settings"]:
-            schedule = training_schedule(cfg, labeled, unlabeled)  # the budget `massl train` runs
-            iterations = schedule.iterations
-            validations = math.ceil(iterations / schedule.validate_every)  # and one at the end
             for method in runs:
+                # the budget `massl train` runs
+                schedule = training_schedule(cfg.for_autoencoder() if method is AUTOENCODER else cfg, labeled, unlabeled)
+                iterations = schedule.iterations
+                validations = math.ceil(iterations / schedule.validate_every)  # and one at the end
                 seconds += iterations * per_step[GRID_STRATEGY[method.strategy]]
                 if method is AUTOENCODER:
                     seconds += validations * dataset["validation"] * reconstruction

@@ -100,6 +100,8 @@ def resolve_run(config: dict, dataset: str, setting: str, method_id: str, rep: i
     config = resolved(config)
     entry = dataset_entry(config, dataset)
     training, model = train_config(entry["training"]), model_config(entry["model"])
+    if method.strategy == "autoencoder":
+        training = training.for_autoencoder()
     if method.needs_autoencoder and autoencoder is None:
         raise ConfigError(f"method {method.id} needs --autoencoder (the run folder of `--method autoencoder`)")
     return RunSpec(config=config, dataset=dataset, setting=setting, method=method, rep=int(rep), out=Path(out),

@@ -108,6 +108,13 @@ def check_import(folder):
         theirs = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise WorkflowError(f"import_runs: {path} cannot be read as JSON ({exc}); copy it again") from None
+    # Resolved again by today's library: a key added since then gets its default, which is the
+    # behaviour its runs were trained with.
+    try:
+        theirs = json.loads(massl("config", "--in", "-", stdin=json.dumps(theirs)))
+    except WorkflowError as exc:
+        raise WorkflowError(f"import_runs: {path} is not a config this version can read ({exc}); "
+                            "import the runs with the code they were trained with") from None
     differ = [key for key in RUN_DEFINING_KEYS if theirs.get(key) != config[key]]
     for name, ours in config["datasets"].items():
         other = (theirs.get("datasets") or {}).get(name)
