@@ -70,6 +70,16 @@ def test_min_iterations_delays_the_stop():
     assert replay(flat, mode="plateau", patience=2, min_iterations=81)[1] is None  # the budget ends first
 
 
+def test_a_dice_stuck_at_zero_is_no_plateau():
+    # all background: the run trains on to its budget instead of stopping as "converged"
+    rule, stop = replay([0.0] * 6, mode="plateau", patience=3)
+    assert stop is None and not rule.plateaued and rule.still_improving("budget")
+    assert replay([0.0, 0.0, 0.3, 0.3, 0.3, 0.3], mode="plateau", patience=3)[1] == 60  # it left 0: plateau
+    assert replay([0.02, 0.02, 0.02, 0.02], mode="plateau", patience=3)[1] == 40  # above 0 is a score
+    # the autoencoder's MSE has no such state
+    assert replay([0.0] * 4, mode="plateau", patience=3, higher_is_better=False)[1] == 40
+
+
 def test_budget_mode_never_stops_and_nan_is_no_improvement():
     rule, stop = replay([0.5, float("nan"), 0.4], mode="budget", patience=2)
     assert stop is None and rule.plateaued and rule.stale == 2

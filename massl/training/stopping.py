@@ -58,7 +58,10 @@ class StoppingRule:
 
     @property
     def plateaued(self) -> bool:
-        return self.stale >= self.patience
+        # A Dice that never rose above 0 is the all-background state, not a plateau: such a run
+        # trains on to its budget (in the demo a frozen pretrained encoder stopped there at 0).
+        stuck_at_zero = self.higher_is_better and not self.reference
+        return self.stale >= self.patience and not stuck_at_zero
 
     def should_stop(self, iteration: int) -> bool:
         return self.mode == "plateau" and self.plateaued and iteration >= self.min_iterations
