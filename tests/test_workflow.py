@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
